@@ -1,0 +1,59 @@
+"""`encode`: texts → vectors with a loaded model, batched by length."""
+from __future__ import annotations
+
+import numpy as np
+
+import engine  # noqa: F401  (fast BLAS before mlx.core)
+import mlx.core as mx
+
+from engine.models.heads import LateInteractionModel
+
+
+def max_length_of(model, tokenizer) -> int:
+    """sentence-transformers' max_seq_length when set, else the smaller of the tokenizer's and the
+    position table's limits."""
+    if model.info.max_seq_length:
+        return int(model.info.max_seq_length)
+    limits = [getattr(tokenizer, "model_max_length", None), model.config.get("max_position_embeddings")]
+    return int(min(x for x in limits if x and x < 1e9) if any(x and x < 1e9 for x in limits) else 512)
+
+
+def apply_prompt(model, texts: list[str], prompt_name: str | None = None, prompt: str | None = None) -> list[str]:
+    """Prefix texts with a sentence-transformers prompt (``prompt`` wins over ``prompt_name``;
+    the model's ``default_prompt_name`` applies when neither is given)."""
+    if prompt is None:
+        name = prompt_name or model.info.default_prompt_name
+        if name is not None:
+            if name not in model.info.prompts:
+                known = ", ".join(model.info.prompts) or "none"
+                raise ValueError(f"Prompt {name!r} is not defined by this model (prompts: {known}).")
+            prompt = model.info.prompts[name]
+    return [prompt + t for t in texts] if prompt else list(texts)
+
+
+def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | None = None,
+           prompt: str | None = None, max_length: int | None = None, normalize: bool | None = None):
+    """Embed ``texts`` (a string or a list). Dense models → float32 [N, D]; late-interaction
+    models → a list of [T_i, D] arrays (real tokens only). Order follows ``texts``."""
+    single = isinstance(texts, str)
+    texts = apply_prompt(model, [texts] if single else list(texts), prompt_name, prompt)
+    max_length = max_length or max_length_of(model, tokenizer)
+    order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
+    late = isinstance(model, LateInteractionModel)
+    results: list = [None] * len(texts)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="np")
+        ids = mx.array(enc["input_ids"].astype(np.int32))
+        mask = mx.array(enc["attention_mask"].astype(np.int32))
+        out = model(ids, mask)
+        if normalize and not late:
+            out = out / mx.maximum(mx.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        out = np.array(out.astype(mx.float32))
+        for row, i in enumerate(idx):
+            results[i] = out[row][enc["attention_mask"][row] > 0] if late else out[row]
+    if late:
+        return results[0] if single else results
+    stacked = np.stack(results) if results else np.zeros((0, 0), np.float32)
+    return stacked[0] if single else stacked

@@ -1,0 +1,172 @@
+"""Model registry and `load_model`.
+
+A family is one module in this package named after the HF ``model_type`` (or reached through
+``ALIASES``). It provides: ``ModelArgs.from_config(config)``, ``Model`` (backbone → hidden states,
+``.layers``, ``.grad_checkpoint``), ``TASK_CLASSES`` {task: class(args, num_labels)},
+``ARCHITECTURES`` {"base" | task: HF class name}, ``BASE_PREFIX`` (the backbone's attribute name in
+HF task classes), ``DEFAULT_POOLING``, ``IGNORED_KEYS`` (checkpoint key prefixes of other heads),
+``configure(config, **overrides)``, ``sanitize(weights)`` (HF → ours) and ``to_hf(weights, config)``.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import engine  # noqa: F401  (fast BLAS before mlx.core)
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from engine.models.base import EMBEDDING_TASKS, ModelError, ModelInfo, TaskModel, normalize_task
+from engine.models.heads import Dense, EmbeddingModel, LateInteractionModel
+from engine.models.loading import (read_config, read_sentence_transformers, read_weights,
+                                   resolve_model_dir)
+
+FAMILIES = ("bert", "modernbert", "qwen3", "gemma3_text", "t5gemma", "lfm2")
+ALIASES = {"gemma3": "gemma3_text", "embeddinggemma": "gemma3_text"}
+
+__all__ = ["load_model", "get_family", "supported_model_types", "ModelError", "TaskModel"]
+
+
+def supported_model_types() -> list[str]:
+    here = Path(__file__).parent
+    names = [f for f in FAMILIES if (here / f"{f}.py").exists()]
+    return names + [a for a, f in ALIASES.items() if f in names]
+
+
+def get_family(model_type: str):
+    name = ALIASES.get(model_type, model_type)
+    if name not in supported_model_types():
+        raise ModelError(f"Model type {model_type!r} is not supported. Supported model types: "
+                         f"{', '.join(supported_model_types())}.")
+    return importlib.import_module(f"engine.models.{name}")
+
+
+def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels: int | None = None,
+               id2label=None, is_regression: bool | None = None, use_late_interaction: bool = False,
+               late_interaction_dim: int = 128, pooling: str | None = None, normalize: bool | None = None,
+               bidirectional: bool | None = None, revision: str | None = None):
+    """Load a checkpoint (folder, Hub id, or ``"default"``) for ``task`` → ``(model, tokenizer)``.
+
+    ``bidirectional`` overrides the attention direction of families that have the switch (Gemma3).
+    A head the checkpoint lacks (e.g. a classifier on a base model) is initialised fresh and listed
+    in ``model.info.new_weights``.
+    """
+    task = normalize_task(task)
+    root = resolve_model_dir(path_or_id, revision)
+    st = read_sentence_transformers(root)
+    model_dir = root / st.get("transformer_path", "")
+    config = read_config(model_dir)
+    family = get_family(config["model_type"])
+    config = family.configure(dict(config), bidirectional=bidirectional)
+    args = family.ModelArgs.from_config(config)
+
+    if task in EMBEDDING_TASKS:
+        backbone = family.Model(args)
+        dense = [Dense(**cfg) for cfg, _ in st.get("dense", [])]
+        for layer, (_, weights) in zip(dense, st.get("dense", [])):
+            layer.load_weights(list(weights.items()))
+        if use_late_interaction:
+            model = LateInteractionModel(backbone, args.hidden_size, late_interaction_dim, dense=dense or None)
+        else:
+            mode = pooling or st.get("pooling") or family.DEFAULT_POOLING
+            norm = normalize if normalize is not None else (st.get("normalize", False) if st else True)
+            model = EmbeddingModel(backbone, mode, dense, norm)
+        target, heads_may_be_new = model.backbone, False
+    else:
+        if task not in family.TASK_CLASSES:
+            raise ModelError(family.task_error(task, config) if hasattr(family, "task_error") else
+                             f"{config['model_type']} models do not support the {task} task.")
+        config = _label_config(config, task, num_labels, id2label, is_regression)
+        model = family.TASK_CLASSES[task](args, len(config.get("id2label", {})) or 1)
+        target, heads_may_be_new = model, True
+
+    weights, files = read_weights(model_dir)
+    new = _assign_weights(target, family.sanitize(weights), family, heads_may_be_new, model_dir, args)
+    if task in EMBEDDING_TASKS and "pooler" in backbone:
+        backbone.pooler.freeze()  # kept so saved folders load in transformers without warnings; unused
+    model.info = ModelInfo(family=family, config=config, args=args, task=task, source=str(path_or_id),
+                           prompts=st.get("prompts", {}), default_prompt_name=st.get("default_prompt_name"),
+                           max_seq_length=st.get("max_seq_length"), st_modules=st.get("extra", []),
+                           late_interaction=use_late_interaction, new_weights=new)
+    mx.eval(model.parameters())
+    return model, _load_tokenizer(model_dir, family)
+
+
+def _label_config(config, task, num_labels, id2label, is_regression) -> dict:
+    """id2label / label2id / problem_type for classification heads, as transformers writes them."""
+    if task == "masked-lm":
+        return config
+    if is_regression:
+        id2label = {0: "score"}
+    elif id2label is not None:
+        id2label = dict(enumerate(id2label)) if isinstance(id2label, (list, tuple)) else id2label
+    elif num_labels:
+        id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    else:  # a fine-tuned checkpoint's own labels, or transformers' default of two
+        id2label = config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}
+        is_regression = config.get("problem_type") == "regression"
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(id2label) != list(range(len(id2label))):
+        raise ModelError(f"id2label keys must be 0..N-1, got {sorted(id2label)}.")
+    config = dict(config, id2label={str(k): v for k, v in id2label.items()},
+                  label2id={v: k for k, v in id2label.items()})
+    config.pop("num_labels", None)
+    if task == "text-classification":
+        config["problem_type"] = "regression" if is_regression else "single_label_classification"
+    return config
+
+
+def _assign_weights(target, weights: dict, family, heads_may_be_new: bool, where: Path, args) -> list[str]:
+    """Strict loading: every backbone weight must be present with the right shape; a task head
+    (``heads_may_be_new``) or a ``family.OPTIONAL_KEYS`` weight the checkpoint lacks is initialised
+    fresh; keys of other tasks' heads are skipped; anything else is an error."""
+    expected = dict(tree_flatten(target.parameters()))
+    base = family.BASE_PREFIX + "."
+    loaded, unexpected = {}, []
+    for key, value in weights.items():
+        bare = key[len(base):] if key.startswith(base) else key
+        name = next((c for c in (key, bare, base + key) if c in expected), None)
+        if name is None:
+            if not bare.startswith(family.IGNORED_KEYS):
+                unexpected.append(key)
+            continue
+        if tuple(value.shape) != tuple(expected[name].shape):
+            raise ModelError(f"Weight {key} in {where} has shape {tuple(value.shape)} but the config "
+                             f"asks for {tuple(expected[name].shape)}. config.json and the weights do not "
+                             "belong together; re-export the checkpoint or fix config.json.")
+        loaded[name] = value.astype(expected[name].dtype)
+    if unexpected:
+        raise ModelError(f"{where} has weights this {family.__name__.rsplit('.', 1)[-1]} model does not "
+                         f"expect: {', '.join(sorted(unexpected)[:8])}{' …' if len(unexpected) > 8 else ''}. "
+                         "Is config.json from a different architecture?")
+    missing = [k for k in expected if k not in loaded]
+    optional = getattr(family, "OPTIONAL_KEYS", ())
+    backbone_missing = [k for k in missing if not (heads_may_be_new and not k.startswith(base))
+                        and not k.removeprefix(base).startswith(optional)]
+    if backbone_missing:
+        raise ModelError(f"{where} lacks weights the model needs: {', '.join(backbone_missing[:8])}"
+                         f"{' …' if len(backbone_missing) > 8 else ''}. The checkpoint is incomplete or "
+                         "belongs to another architecture.")
+    std = getattr(args, "initializer_range", 0.02)
+    for k in missing:  # a new task head
+        shape, dtype = expected[k].shape, expected[k].dtype
+        if k.endswith("bias"):
+            loaded[k] = mx.zeros(shape, dtype)
+        elif len(shape) == 1:
+            loaded[k] = mx.ones(shape, dtype)
+        else:
+            loaded[k] = (mx.random.normal(shape) * std).astype(dtype)
+    target.update(tree_unflatten(list(loaded.items())))
+    return missing
+
+
+def _load_tokenizer(model_dir: Path, family):
+    from transformers import AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as exc:
+        raise ModelError(f"Could not load the tokenizer from {model_dir} ({type(exc).__name__}: {exc}). "
+                         "The folder needs tokenizer.json or the tokenizer files of its model.") from None
+    if getattr(family, "PADDING_SIDE", None):
+        tokenizer.padding_side = family.PADDING_SIDE
+    return tokenizer

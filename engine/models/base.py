@@ -1,0 +1,85 @@
+"""What every task model shares: metadata, `hidden_states`, `layers`, `save_pretrained`,
+and the per-layer gradient-checkpointing hook the families call in their layer loops."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+TASKS = ("feature-extraction", "sentence-similarity", "text-classification", "masked-lm",
+         "token-classification")
+TASK_ALIASES = {"sentence-transformers": "sentence-similarity", "late-interaction": "sentence-similarity",
+                "embedding": "feature-extraction", "classification": "text-classification",
+                "fill-mask": "masked-lm", "ner": "token-classification"}
+EMBEDDING_TASKS = ("feature-extraction", "sentence-similarity")
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded or saved: the message says which file and what to do."""
+
+
+def normalize_task(task: str) -> str:
+    task = TASK_ALIASES.get(task, task)
+    if task not in TASKS:
+        raise ModelError(f"Unknown task {task!r}. Choose one of: {', '.join(TASKS)} "
+                         f"(aliases: {', '.join(TASK_ALIASES)}).")
+    return task
+
+
+@dataclass
+class ModelInfo:
+    """Plain-Python metadata (kept off the MLX parameter tree)."""
+    family: Any                      # the family module (engine.models.bert, ...)
+    config: dict                     # the HF config.json as loaded (updated for the task)
+    args: Any                        # the family's ModelArgs
+    task: str
+    source: str = ""
+    prompts: dict = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    max_seq_length: int | None = None
+    st_modules: list = field(default_factory=list)   # extra modules.json entries kept as they were
+    late_interaction: bool = False
+    new_weights: list = field(default_factory=list)  # weights initialised fresh (a new head)
+
+
+class TaskModel(nn.Module):
+    """Shallow base of every object `load_model` returns."""
+
+    info: ModelInfo
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def config(self) -> dict:
+        return self.info.config
+
+    @property
+    def layers(self) -> list:
+        return self.backbone.layers
+
+    def hidden_states(self, input_ids: mx.array, attention_mask: mx.array) -> mx.array:
+        return self.backbone(input_ids, attention_mask)
+
+    def set_grad_checkpoint(self, enabled: bool = True) -> None:
+        self.backbone.grad_checkpoint = enabled
+
+    def save_pretrained(self, out_dir) -> None:
+        from engine.models.saving import save_pretrained
+        save_pretrained(self, out_dir)
+
+
+def run_layer(layer: nn.Module, checkpoint: bool, *arrays):
+    """Call ``layer(*arrays)``; with ``checkpoint`` its activations are recomputed in the backward
+    pass (mx.checkpoint over the layer's parameters, so gradients still reach them)."""
+    if not checkpoint:
+        return layer(*arrays)
+
+    def inner(params, *xs):
+        layer.update(params)
+        return layer(*xs)
+
+    return mx.checkpoint(inner)(layer.trainable_parameters(), *arrays)

@@ -1,0 +1,115 @@
+"""Model-independent heads: pooling, sentence-transformers Dense/Normalize, embedding and
+late-interaction models, and the last-token classifier causal families share.
+
+Backbones return hidden states only; everything task-shaped lives here or in the family file
+(HF's own head classes, whose weight names must match HF's).
+"""
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from engine.models.base import TaskModel
+
+POOLING_MODES = ("mean", "cls", "max", "lasttoken")
+
+
+def last_token_index(attention_mask: mx.array) -> mx.array:
+    """Index of the last real token per row; right or left padding alike. [B, T] → [B]."""
+    T = attention_mask.shape[1]
+    return mx.argmax(mx.arange(T)[None, :] * (attention_mask > 0), axis=1)
+
+
+def pool(hidden: mx.array, attention_mask: mx.array, mode: str) -> mx.array:
+    """[B, T, H] → [B, H] (no softmax, no normalisation)."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "lasttoken":
+        idx = last_token_index(attention_mask)
+        return mx.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]
+    mask = attention_mask[..., None].astype(hidden.dtype)  # (B, T, 1)
+    if mode == "mean":
+        return (hidden * mask).sum(axis=1) / mx.maximum(mask.sum(axis=1), 1e-9)
+    if mode == "max":
+        return mx.where(mask > 0, hidden, -mx.inf).max(axis=1)
+    raise ValueError(f"Unknown pooling {mode!r}; choose one of {', '.join(POOLING_MODES)}.")
+
+
+def normalize(x: mx.array, eps: float = 1e-12) -> mx.array:
+    return x / mx.maximum(mx.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+ACTIVATIONS = {
+    "torch.nn.modules.linear.Identity": lambda x: x,
+    "torch.nn.modules.activation.Tanh": mx.tanh,
+    "torch.nn.modules.activation.ReLU": nn.relu,
+    "torch.nn.modules.activation.GELU": nn.gelu,
+}
+
+
+class Dense(nn.Module):
+    """sentence-transformers ``models.Dense``: activation(linear(x)); weights named ``linear.*``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 activation_function: str = "torch.nn.modules.linear.Identity"):
+        super().__init__()
+        if activation_function not in ACTIVATIONS:
+            raise ValueError(f"Dense activation {activation_function!r} is not supported; "
+                             f"supported: {', '.join(ACTIVATIONS)}.")
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.activation_function = activation_function
+
+    def __call__(self, x):
+        return ACTIVATIONS[self.activation_function](self.linear(x))
+
+    def st_config(self) -> dict:
+        out_features, in_features = self.linear.weight.shape
+        return {"in_features": in_features, "out_features": out_features,
+                "bias": "bias" in self.linear, "activation_function": self.activation_function}
+
+
+class EmbeddingModel(TaskModel):
+    """Sentence embeddings: backbone → pooling → Dense* → (normalize). ``__call__`` → [B, D]."""
+
+    def __init__(self, backbone: nn.Module, pooling: str = "mean", dense: list | None = None,
+                 normalize: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.dense = list(dense or [])
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def __call__(self, input_ids, attention_mask):
+        x = pool(self.backbone(input_ids, attention_mask), attention_mask, self.pooling)
+        for layer in self.dense:
+            x = layer(x)
+        return normalize(x) if self.normalize else x
+
+
+class LateInteractionModel(TaskModel):
+    """ColBERT-style token vectors: backbone → Dense projection (no bias) → L2 per token.
+    ``__call__`` → [B, T, D]; rows at padding positions are not meaningful (mask them)."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, dim: int = 128, dense: list | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.dense = list(dense) if dense else [Dense(hidden_size, dim, bias=False)]
+        self.pooling = None
+        self.normalize = True
+
+    def __call__(self, input_ids, attention_mask):
+        x = self.backbone(input_ids, attention_mask)
+        for layer in self.dense:
+            x = layer(x)
+        return normalize(x)
+
+
+class LastTokenClassifier(nn.Module):
+    """HF ``*ForSequenceClassification`` of decoder families: ``score`` on the last real token."""
+
+    def __init__(self, hidden_size: int, num_labels: int):
+        super().__init__()
+        self.score = nn.Linear(hidden_size, num_labels, bias=False)
+
+    def __call__(self, hidden, attention_mask):
+        return self.score(pool(hidden, attention_mask, "lasttoken"))

@@ -1,0 +1,107 @@
+"""`save_pretrained`: config.json + model.safetensors with HF names (and, for embedding models,
+the sentence-transformers files), each file written to a temporary name and renamed into place
+so an interrupted save never leaves a half-written file behind."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from engine.models.heads import EmbeddingModel, LateInteractionModel
+
+ST_VERSION = {"sentence_transformers": "5.3.0", "transformers": "5.24.0", "pytorch": "2.13.0"}
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path`` (same folder, so the rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name keeps the suffix: mx.save_safetensors appends ".safetensors" otherwise.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+def write_safetensors(path: Path, weights: dict) -> None:
+    # transformers refuses safetensors whose metadata lacks a known "format".
+    atomic_write(path, lambda tmp: mx.save_safetensors(tmp, weights, metadata={"format": "pt"}))
+
+
+def hf_weights(model) -> tuple[dict, str]:
+    """(HF-named weights, HF architecture name) of a task model."""
+    info = model.info
+    family = info.family
+    is_embedding = isinstance(model, (EmbeddingModel, LateInteractionModel))
+    tree = model.backbone.parameters() if is_embedding else model.parameters()
+    weights = family.to_hf(dict(tree_flatten(tree)), info.config)
+    return weights, family.ARCHITECTURES["base" if is_embedding else info.task]
+
+
+def save_pretrained(model, out_dir) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights, arch = hf_weights(model)
+    config = dict(model.info.config, architectures=[arch], dtype="float32")
+    config.pop("torch_dtype", None)
+    write_json(out / "config.json", config)
+    write_safetensors(out / "model.safetensors", weights)
+    if isinstance(model, (EmbeddingModel, LateInteractionModel)):
+        save_sentence_transformers(model, out)
+
+
+def save_sentence_transformers(model, out: Path) -> None:
+    """modules.json, pooling, Dense, Normalize and prompts, as sentence-transformers lays them out."""
+    info = model.info
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+
+    def add(kind, folder=None):
+        i = len(modules)
+        path = f"{i}_{folder or kind}"
+        modules.append({"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"})
+        return out / path
+
+    if model.pooling is not None:
+        d = add("Pooling")
+        hidden = info.args.hidden_size
+        write_json(d / "config.json", {
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": model.pooling == "cls",
+            "pooling_mode_mean_tokens": model.pooling == "mean",
+            "pooling_mode_max_tokens": model.pooling == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": model.pooling == "lasttoken",
+            "include_prompt": True,
+        })
+    for layer in model.dense:
+        d = add("Dense")
+        write_json(d / "config.json", layer.st_config())
+        write_safetensors(d / "model.safetensors", dict(tree_flatten(layer.parameters())))
+    if model.normalize and not isinstance(model, LateInteractionModel):
+        d = add("Normalize")
+        d.mkdir(parents=True, exist_ok=True)
+    write_json(out / "modules.json", modules)
+    write_json(out / "sentence_bert_config.json",
+               {"max_seq_length": info.max_seq_length or min(info.config.get("max_position_embeddings", 512), 8192),
+                "do_lower_case": False})
+    write_json(out / "config_sentence_transformers.json", {
+        "__version__": ST_VERSION, "model_type": "SentenceTransformer",
+        "prompts": info.prompts, "default_prompt_name": info.default_prompt_name,
+        "similarity_fn_name": "cosine"})
