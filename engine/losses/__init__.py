@@ -1,0 +1,116 @@
+"""Training losses, one per module, and ``select_loss`` which picks one for a task.
+
+Every loss is called as ``loss(model, batch) -> scalar mx.array``: it encodes its inputs with
+``model(input_ids, attention_mask)`` and hands the outputs to a pure module-level function
+(``mnrl_loss``, ``cosent_loss``, ...) that tests and the cached variant reuse. A loss with a
+``loss_and_grads(model, batch)`` method (CachedMultipleNegativesRankingLoss) computes its own
+gradients: the trainer calls that instead of ``nn.value_and_grad``. Options a loss does not take are
+kept in its ``unused_options`` so the trainer can warn about them.
+"""
+from __future__ import annotations
+
+import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
+
+from engine.losses.cached_mnrl import CachedMultipleNegativesRankingLoss
+from engine.losses.cosent import CoSENTLoss, cosent_loss
+from engine.losses.cosine_mse import CosineSimilarityLoss, cosine_mse_loss
+from engine.losses.cross_entropy import CrossEntropyLoss, auto_class_weights, cross_entropy_loss
+from engine.losses.late_interaction import LateInteractionContrastiveLoss, late_interaction_loss
+from engine.losses.mnrl import MultipleNegativesRankingLoss, mnrl_loss
+from engine.losses.mse import MSELoss, mse_loss
+from engine.losses.scores import cos_sim, dot_score, maxsim, maxsim_pairwise, pairwise_cos_sim
+from engine.losses.token_cross_entropy import TokenCrossEntropyLoss, token_cross_entropy, token_cross_entropy_sum
+
+LOSSES = {
+    "mnrl": MultipleNegativesRankingLoss,
+    "cached_mnrl": CachedMultipleNegativesRankingLoss,
+    "cosent": CoSENTLoss,
+    "cosine": CosineSimilarityLoss,
+    "late_interaction": LateInteractionContrastiveLoss,
+    "cross_entropy": CrossEntropyLoss,
+    "mse": MSELoss,
+    "token_cross_entropy": TokenCrossEntropyLoss,
+}
+
+_TASK_ALIASES = {
+    "sentence-similarity": "sentence-similarity", "feature-extraction": "sentence-similarity",
+    "late-interaction": "late-interaction",
+    "text-classification": "text-classification", "sequence-classification": "text-classification",
+    "token-classification": "token-classification",
+    "masked-lm": "masked-lm", "fill-mask": "masked-lm",
+}
+
+
+def _fitting_losses(task: str, scored: bool, late: bool, is_regression: bool) -> tuple[str, ...]:
+    """Loss names that fit the task, the default first."""
+    if task in ("sentence-similarity", "late-interaction"):
+        if late:
+            if scored:
+                raise ValueError("late interaction trains on (query, document[, negatives]) without scores; "
+                                 "remove the score column or train a dense model (CoSENT)")
+            return ("late_interaction",)
+        return ("cosent", "cosine") if scored else ("mnrl", "cached_mnrl")
+    if task == "text-classification":
+        return ("mse",) if is_regression else ("cross_entropy",)
+    return ("token_cross_entropy",)
+
+
+def select_loss(
+    task_type: str,
+    *,
+    scored: bool,
+    use_late_interaction: bool,
+    num_negatives: int,
+    is_regression: bool,
+    class_weights=None,
+    loss_name: str | None = None,
+    **options,
+):
+    """The loss for a task; ``loss_name`` overrides the default among the losses that fit it.
+
+    Rules: sentence similarity with (anchor, positive[, negatives]) -> MultipleNegativesRankingLoss
+    (``"cached_mnrl"``: its GradCache variant); with float scores -> CoSENTLoss (``"cosine"``:
+    CosineSimilarityLoss); ``use_late_interaction`` -> LateInteractionContrastiveLoss;
+    text classification -> CrossEntropyLoss (``class_weights``), or MSELoss when ``is_regression``;
+    masked-lm / token-classification -> TokenCrossEntropyLoss. ``options`` go to the loss
+    (``scale``, ``symmetric``, ``mini_batch_size``, ``temperature``, ...).
+    Raises ValueError for an unknown task or loss name (listing the valid ones), or a loss that
+    does not fit the data.
+    """
+    task = _TASK_ALIASES.get(task_type.strip().lower().replace("_", "-"))
+    if task is None:
+        raise ValueError(f"unknown task_type {task_type!r}; expected one of {sorted(_TASK_ALIASES)}")
+    late = use_late_interaction or task == "late-interaction"
+    if num_negatives < 0:
+        raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+    if scored and num_negatives and task in ("sentence-similarity", "late-interaction"):
+        raise ValueError("scored pairs take exactly two text columns; drop the negative columns or the score")
+    fitting = _fitting_losses(task, scored, late, is_regression)
+
+    if loss_name is None:
+        name = fitting[0]
+    else:
+        name = loss_name.strip().lower().replace("-", "_")
+        by_class = {cls.__name__.lower(): key for key, cls in LOSSES.items()}
+        name = by_class.get(name, name)
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss_name {loss_name!r}; valid names: {', '.join(LOSSES)}")
+        if name not in fitting:
+            raise ValueError(f"loss {loss_name!r} does not fit task {task_type!r} with this data; "
+                             f"valid here: {', '.join(fitting)}")
+
+    if name == "cross_entropy":
+        return CrossEntropyLoss(class_weights=class_weights, **options)
+    if class_weights is not None:
+        raise ValueError(f"class_weights apply to classification with cross-entropy, not to {name!r}")
+    return LOSSES[name](**options)
+
+
+__all__ = [
+    "LOSSES", "select_loss",
+    "MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss", "CoSENTLoss", "CosineSimilarityLoss",
+    "LateInteractionContrastiveLoss", "CrossEntropyLoss", "MSELoss", "TokenCrossEntropyLoss",
+    "mnrl_loss", "cosent_loss", "cosine_mse_loss", "late_interaction_loss", "cross_entropy_loss", "mse_loss",
+    "token_cross_entropy", "token_cross_entropy_sum", "auto_class_weights",
+    "cos_sim", "dot_score", "pairwise_cos_sim", "maxsim", "maxsim_pairwise",
+]

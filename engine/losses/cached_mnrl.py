@@ -1,0 +1,103 @@
+"""Multiple negatives ranking loss with GradCache: large contrastive batches in mini-batch memory."""
+from __future__ import annotations
+
+from typing import Callable
+
+import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_map
+
+from engine.losses.mnrl import MultipleNegativesRankingLoss
+
+
+def _fresh_seed() -> int:
+    # Drawn from the global generator, so a seeded run stays reproducible.
+    return int(mx.random.randint(0, 2**31 - 1, ()).item())
+
+
+class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
+    r"""MultipleNegativesRankingLoss computed with GradCache; same value and gradients, less memory.
+
+    Same loss as :class:`MultipleNegativesRankingLoss` (formula, duplicate masking, ``symmetric``),
+    ``L = mnrl_loss(E)`` for the column embeddings ``E = f_theta(x)``. Its gradient factorises::
+
+        dL/dtheta = sum_k (dL/dE_k) . (dE_k/dtheta)        k = mini-batches of every column
+
+    so the step runs in three passes (Gao et al. 2021):
+
+    1. embed each mini-batch of ``mini_batch_size`` rows with no graph kept (``stop_gradient``);
+    2. compute the loss on the full batch of embeddings and ``G = dL/dE`` (cheap: B x D);
+    3. re-embed each mini-batch with the graph and back-propagate the surrogate
+       ``sum(E_k * stop_gradient(G_k))``, accumulating parameter gradients.
+
+    Peak activation memory is that of one mini-batch, whatever the batch size; the cost is a second
+    forward pass. Dropout is replayed exactly: each mini-batch reseeds the global generator with the
+    same seed in passes 1 and 3.
+
+    Paper: Gao, Zhang, Han, Callan 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
+    Limited Setup" (GradCache). Mirrors sentence-transformers' CachedMultipleNegativesRankingLoss.
+
+    Inputs: as MultipleNegativesRankingLoss (anchor = text, positive = text_pair, negatives =
+    negative; no labels).
+
+    Trainer contract: this loss drives gradients itself, so it has
+    ``loss_and_grads(model, batch) -> (loss, grads)`` with ``grads`` a tree matching
+    ``model.trainable_parameters()``; the trainer calls it instead of ``nn.value_and_grad`` when a
+    loss has that method (eagerly: it syncs once per mini-batch, so it cannot sit in one compiled
+    step). ``__call__`` is the plain differentiable loss, for evaluation.
+
+    Related: MultipleNegativesRankingLoss (same result, one graph for the whole batch).
+    """
+
+    def __init__(
+        self,
+        scale: float = 20.0,
+        similarity: str | Callable = "cos",
+        symmetric: bool = False,
+        mini_batch_size: int = 32,
+        **options,
+    ):
+        super().__init__(scale=scale, similarity=similarity, symmetric=symmetric, **options)
+        if mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
+        self.mini_batch_size = int(mini_batch_size)
+
+    def _slices(self, n: int) -> list[slice]:
+        return [slice(s, min(s + self.mini_batch_size, n)) for s in range(0, n, self.mini_batch_size)]
+
+    def loss_and_grads(self, model, batch: dict) -> tuple[mx.array, dict]:
+        """Loss (scalar) and parameter gradients for ``batch``, one mini-batch graph at a time."""
+        inputs = batch["inputs"]
+        # Pass 1: embeddings without a graph, one seed per mini-batch for pass 3's dropout replay.
+        embeddings, seeds = [], []
+        for column in inputs:
+            parts = []
+            for sl in self._slices(column["input_ids"].shape[0]):
+                seed = _fresh_seed()
+                mx.random.seed(seed)
+                emb = mx.stop_gradient(model(column["input_ids"][sl], column["attention_mask"][sl]))  # (m, D)
+                mx.eval(emb)  # sync point: frees this mini-batch's activations
+                parts.append(emb)
+                seeds.append(seed)
+            embeddings.append(mx.concatenate(parts, axis=0))  # (B, D)
+
+        # Pass 2: loss and dL/dE on the cached embeddings.
+        loss, emb_grads = mx.value_and_grad(lambda embs: self.loss_from_embeddings(embs, batch))(embeddings)
+        mx.eval(loss, emb_grads)
+
+        # Pass 3: backprop sum(E_k * G_k) per mini-batch; its parameter gradient is G_k . dE_k/dtheta.
+        def surrogate(input_ids, attention_mask, grad_emb):
+            emb = model(input_ids, attention_mask)  # (m, D)
+            return mx.sum(emb.astype(mx.float32) * mx.stop_gradient(grad_emb).astype(mx.float32))
+
+        surrogate_grad = nn.value_and_grad(model, surrogate)
+        grads, k = None, 0
+        for column, grad_col in zip(inputs, emb_grads):
+            for sl in self._slices(column["input_ids"].shape[0]):
+                mx.random.seed(seeds[k])
+                k += 1
+                _, g = surrogate_grad(column["input_ids"][sl], column["attention_mask"][sl], grad_col[sl])
+                grads = g if grads is None else tree_map(mx.add, grads, g)
+                mx.eval(grads)  # sync point: one mini-batch graph alive at a time
+        return loss, grads

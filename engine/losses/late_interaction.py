@@ -1,0 +1,105 @@
+"""Contrastive loss over late-interaction (ColBERT MaxSim) scores."""
+from __future__ import annotations
+
+import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
+import mlx.core as mx
+
+from engine.losses.columns import column_hashes, duplicate_mask
+from engine.losses.scores import maxsim
+
+
+def _pad_tokens(x: mx.array, mask: mx.array, length: int) -> tuple[mx.array, mx.array]:
+    """Right-pad token vectors [B, T, D] and mask [B, T] to ``length`` tokens (pads are masked out)."""
+    extra = length - x.shape[1]
+    if extra == 0:
+        return x, mask
+    return mx.pad(x, [(0, 0), (0, extra), (0, 0)]), mx.pad(mask, [(0, 0), (0, extra)])
+
+
+def late_interaction_loss(
+    queries: mx.array,
+    query_mask: mx.array,
+    documents: mx.array,
+    document_mask: mx.array,
+    temperature: float = 1.0,
+    *,
+    candidate_hashes: mx.array | None = None,
+    positive_hashes: mx.array | None = None,
+) -> mx.array:
+    """Mean cross-entropy of each query's MaxSim scores against all in-batch documents.
+
+    queries [B, Tq, D], query_mask [B, Tq]; documents [B*(1+n), Td, D] = positives then each
+    negative column, document_mask [B*(1+n), Td]; document ``i`` is query ``i``'s positive.
+    Hashes mask duplicates of the positive exactly as in ``mnrl_loss``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    b = queries.shape[0]
+    raw = maxsim(queries, documents, query_mask, document_mask) / temperature  # (B, B*(1+n))
+    scores = raw
+    if candidate_hashes is not None:
+        positive_hashes = candidate_hashes[:b] if positive_hashes is None else positive_hashes
+        scores = mx.where(duplicate_mask(candidate_hashes, positive_hashes), -mx.inf, scores)  # (B, B*(1+n))
+    idx = mx.arange(b)
+    return mx.mean(mx.logsumexp(scores, axis=1) - raw[idx, idx])
+
+
+class LateInteractionContrastiveLoss:
+    r"""InfoNCE over ColBERT MaxSim scores, with in-batch and hard negatives.
+
+    With token vectors ``q_i`` (query ``i``) and ``d_j`` (document ``j`` = all positives of the
+    batch followed by all hard negatives) and ``S(Q, D) = sum_{q in Q} max_{d in D} q . d`` over
+    real tokens (see ``scores.maxsim``)::
+
+        L = -1/B sum_i log( exp(S(q_i, d_i) / t) / sum_{j not dup(i)} exp(S(q_i, d_j) / t) )
+
+    Temperature ``t`` defaults to 1.0 (scores not scaled), as PyLate's ``Contrastive`` loss for
+    ColBERT: a MaxSim score is a sum of up to ``Tq`` cosines (normalised token vectors), so its
+    logits already span about [-Tq, Tq] (e.g. +-32), the sharpness MNRL gets from scale 20 on a
+    single cosine; scaling further would saturate the softmax, and keeping PyLate's default lets
+    its recipes (learning rate, batch size) carry over.
+
+    Masks come from the batch attention masks: padded document tokens never win a max, padded
+    query tokens add nothing. (ColBERT's query augmentation attends its [MASK] pad tokens; a
+    collator that does it marks them 1, and they then count like PyLate.) Duplicate-aware as
+    MultipleNegativesRankingLoss: a document whose text hash equals the query's own positive, other
+    than the positive itself, is masked out.
+
+    Paper: Khattab & Zaharia 2020, "ColBERT: Efficient and Effective Passage Search via
+    Contextualized Late Interaction over BERT"; Santhanam et al. 2022 (ColBERTv2). Mirrors PyLate's
+    ``losses.Contrastive``.
+
+    Inputs (model output: normalised token vectors [B, T, D]):
+
+        ====================  ======================  ======
+        column                role                    labels
+        ====================  ======================  ======
+        query                 text                    none
+        positive document     text_pair               none
+        negative_1..n (opt.)  negative                none
+        ====================  ======================  ======
+
+    Related: MultipleNegativesRankingLoss (same objective on pooled embeddings), PyLate's
+    Distillation loss (KL to teacher scores, not implemented here).
+    """
+
+    def __init__(self, temperature: float = 1.0, **options):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+        self.unused_options = dict(options)  # meant for other losses; the trainer warns about them
+
+    def __call__(self, model, batch: dict) -> mx.array:
+        inputs = batch["inputs"]
+        if len(inputs) < 2:
+            raise ValueError("LateInteractionContrastiveLoss needs (query, document[, negatives]) columns, "
+                             f"got {len(inputs)}")
+        vectors = [model(x["input_ids"], x["attention_mask"]) for x in inputs]  # each (B, T_c, D)
+        masks = [x["attention_mask"] for x in inputs]  # each (B, T_c)
+        length = max(v.shape[1] for v in vectors[1:])
+        padded = [_pad_tokens(v, m, length) for v, m in zip(vectors[1:], masks[1:])]
+        documents = mx.concatenate([v for v, _ in padded], axis=0)  # (B*(1+n), Td, D)
+        document_mask = mx.concatenate([m for _, m in padded], axis=0)  # (B*(1+n), Td)
+        _, candidate_hashes = column_hashes(batch)
+        return late_interaction_loss(vectors[0], masks[0], documents, document_mask, self.temperature,
+                                     candidate_hashes=candidate_hashes)
