@@ -1,0 +1,204 @@
+"""A whole training run: data → model → Trainer → saved model + raclate_run.json, with events,
+error classification and the run record the GUI's Runs page reads."""
+from __future__ import annotations
+
+import errno
+import json
+import platform
+import signal
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+from engine.events import JsonLineWriter, make_event
+
+RUN_FILE = "raclate_run.json"
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("raclate-tuner", "mlx", "transformers", "tokenizers", "datasets", "safetensors", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_run_record(out: Path, record: dict) -> None:
+    from engine.models.saving import write_json
+    write_json(out / RUN_FILE, record)
+
+
+def classify_error(exc: BaseException) -> tuple[str, str, str]:
+    """(kind, message, hint) for an error event and the one-paragraph CLI message."""
+    from engine.data.errors import DataError
+    from engine.models.base import ModelError
+    from engine.trainer import TrainingError
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TrainingError):
+        return exc.kind, text, exc.hint
+    if isinstance(exc, DataError):
+        return "bad_data", text, getattr(exc, "fix", "") or "Fix the data file or the column mapping."
+    if isinstance(exc, ModelError):
+        return "bad_model", text, "Check --model: a folder with config.json and model.safetensors, a Hub id, or 'default'."
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "bad_alloc" in text.lower():
+        return ("out_of_memory", f"Ran out of memory: {text}",
+                "Lower --batch-size (use --grad-accum to keep the effective batch), lower --max-length, "
+                "or pass --grad-checkpoint.")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "io", f"The disk is full: {text}", "Free some space or choose an --output on another disk; " \
+                                                  "completed checkpoints are intact."
+    if isinstance(exc, OSError):
+        return "io", text, "Check that the paths exist and are writable."
+    return "internal", f"{type(exc).__name__}: {text}", "Run again with --debug and report the traceback."
+
+
+def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=None) -> dict:
+    """Run training for a resolved config {model, task, data: DatasetArgs, training: TrainingArgs}."""
+    from engine.data import load_dataset
+    from engine.models import load_model
+    from engine.trainer import Trainer
+
+    args, dargs = cfg["training"], cfg["data"]
+    out = Path(args.output_dir)
+    run_id = uuid.uuid4().hex[:12]
+    record = {"run_id": run_id, "status": "running", "started": time.time(), "model": cfg["model"],
+              "task": dargs.task_type, "data": asdict(dargs), "training": args.to_dict(), "versions": versions(),
+              "seed": args.seed}
+    if overwrite and out.exists():
+        import shutil
+        for child in ("checkpoints", RUN_FILE):
+            p = out / child
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    if args.resume_from_checkpoint and (out / RUN_FILE).exists():
+        previous = json.loads((out / RUN_FILE).read_text())
+        record.update(run_id=previous.get("run_id", run_id), started=previous.get("started", record["started"]))
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_record(out, record)
+
+    history = []
+    callbacks = list(callbacks) + [lambda e: history.append(e) if e["event"] in ("step", "eval") else None]
+
+    def emit(event_name, /, **fields):
+        for callback in callbacks:
+            callback(make_event(event_name, **fields))
+
+    try:
+        emit("phase", name="loading_data")
+        data = load_dataset(dargs)
+        record["data_fingerprints"] = {k: getattr(v, "_fingerprint", None) for k, v in data.splits.items()}
+        record["label_info"] = data.label_info.to_dict()
+        for finding in data.report.findings:
+            if finding.severity == "warning":
+                emit("warning", message=finding.message)
+        emit("phase", name="loading_model")
+        info = data.label_info
+        model, tokenizer = load_model(
+            cfg["model"], dargs.task_type, id2label=info.names if info.names and not info.is_regression else None,
+            is_regression=info.is_regression, use_late_interaction=args.use_late_interaction,
+            late_interaction_dim=args.late_interaction_dim)
+        trainer = Trainer(model, tokenizer, dargs.task_type, args, data.train, data.validation,
+                          callbacks=callbacks, label_info=info,
+                          run_info={"run_id": record["run_id"], "model": cfg["model"],
+                                    "use_chat_template": dargs.use_chat_template})
+        if stop_handler is not None:
+            stop_handler(trainer)
+        result = trainer.train()
+        emit("phase", name="saving")
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(str(out))
+        record.update(status="stopped" if result["stopped_early"] else "finished", ended=time.time(),
+                      metrics=result["metrics"], final_step=result["step"], best_step=result["best_step"],
+                      history=history)
+        write_run_record(out, record)
+        emit("finished", output_dir=str(out), metrics=result["metrics"], stopped_early=result["stopped_early"])
+        return record
+    except BaseException as exc:
+        kind, message, hint = classify_error(exc)
+        record.update(status="crashed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
+                      ended=time.time(), error={"kind": kind, "message": message, "hint": hint}, history=history)
+        try:
+            write_run_record(out, record)
+        except OSError:
+            pass
+        raise
+
+
+class Progress:
+    """A tqdm bar on a terminal for step events; silent otherwise. The CLI's way of showing events."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+        name = event["event"]
+        if name == "run_started":
+            self.bar = tqdm(total=event["total_steps"], initial=event.get("resumed_from_step") or 0,
+                            unit="step", dynamic_ncols=True, file=sys.stderr)
+        elif name == "step" and self.bar is not None:
+            self.bar.update(event["step"] - self.bar.n)
+            if event.get("loss") is not None:
+                self.bar.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['learning_rate']:.2e}")
+        elif name == "eval" and self.bar is not None:
+            shown = {k: round(v, 4) for k, v in event["metrics"].items() if isinstance(v, (int, float))}
+            self.bar.write(f"eval @ step {event['step']}: {shown}")
+        elif name == "warning":
+            (self.bar.write if self.bar else lambda m: print(m, file=sys.stderr))(f"warning: {event['message']}")
+        elif name == "finished" and self.bar is not None:
+            self.bar.close()
+
+
+def run_training(ns) -> int:
+    """`raclate train` behind argparse."""
+    from engine.cli import CliError, check_output_dir, resolve_train_config
+    writer = JsonLineWriter(ns.events) if ns.events else None
+    callbacks = [writer] if writer else []
+    progress = Progress(enabled=sys.stderr.isatty() and ns.events != "-")
+    callbacks.append(progress)
+
+    def fail(kind, message, hint, code):
+        if writer:
+            writer(make_event("error", kind=kind, message=message, hint=hint))
+        print(f"error: {message}" + (f"\nhint: {hint}" if hint else ""), file=sys.stderr)
+        return code
+
+    try:
+        cfg = resolve_train_config(ns)
+        check_output_dir(Path(cfg["training"].output_dir), bool(cfg["training"].resume_from_checkpoint),
+                         ns.overwrite)
+    except CliError as exc:
+        return fail("bad_input", str(exc), "", 2)
+    except Exception as exc:  # DataError from DatasetArgs validation, ...
+        kind, message, hint = classify_error(exc)
+        return fail(kind, message, hint, 2)
+
+    def install_stop(trainer):
+        def on_sigint(signum, frame):
+            if trainer.stop_requested:  # a second Ctrl+C: stop now
+                raise KeyboardInterrupt
+            trainer.request_stop()
+        signal.signal(signal.SIGINT, on_sigint)
+        signal.signal(signal.SIGTERM, on_sigint)
+
+    try:
+        record = train_run(cfg, callbacks, overwrite=ns.overwrite, stop_handler=install_stop)
+    except BaseException as exc:
+        if ns.debug:
+            traceback.print_exc()
+        kind, message, hint = classify_error(exc)
+        return fail(kind, message, hint, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+    finally:
+        if writer:
+            writer.close()
+    if not (ns.events == "-"):
+        metrics = {k: round(v, 4) for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        print(f"{record['status']}: model saved to {cfg['training'].output_dir}" + (f" — {metrics}" if metrics else ""))
+    return 0

@@ -1,0 +1,345 @@
+"""The training loop: one compiled step, AdamW with bias correction, schedules, accumulation,
+checkpoints with exact resume, evaluation, best model, events. Reads top to bottom."""
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+import engine  # noqa: F401  (fast BLAS before mlx.core)
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_map
+
+from engine.checkpoint import find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
+from engine.data import LengthGroupedBatchSampler, normalize_task, tokenize_dataset
+from engine.data.collators import collator_for
+from engine.events import make_event
+from engine.losses import auto_class_weights, select_loss
+from engine.schedules import make_schedule, warmup_steps_for
+from engine.training_args import TrainingArgs
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; ``kind`` ∈ bad_data | out_of_memory | bad_model | io | diverged."""
+
+    def __init__(self, kind: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.kind, self.hint = kind, hint
+
+
+def assign_tree(dst, src) -> None:
+    """Copy the leaves of ``src`` into the containers of ``dst`` (same structure)."""
+    for key in (dst.keys() if isinstance(dst, dict) else range(len(dst))):
+        if isinstance(dst[key], (dict, list)):
+            assign_tree(dst[key], src[key])
+        else:
+            dst[key] = src[key]
+
+
+class Trainer:
+    def __init__(self, model, tokenizer, task_type: str, training_args: TrainingArgs, train_dataset,
+                 eval_dataset=None, callbacks=(), label_info=None, run_info: dict | None = None):
+        self.model, self.tokenizer, self.args = model, tokenizer, training_args
+        self.task = normalize_task(task_type)
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.callbacks = list(callbacks)
+        self.label_info = label_info
+        self.run_info = dict(run_info or {})
+        self.stop_requested = False
+        self.history: list[dict] = []
+        self.output_dir = Path(training_args.output_dir) if training_args.output_dir else None
+
+    # -- events -------------------------------------------------------------------------------
+    def emit(self, event_name: str, /, **fields) -> None:
+        event = make_event(event_name, **fields)
+        if event_name in ("step", "eval"):
+            self.history.append(event)
+        for callback in self.callbacks:
+            callback(event)
+
+    def request_stop(self) -> None:
+        """Finish the current step, write a checkpoint and return (SIGINT in the CLI calls this)."""
+        self.stop_requested = True
+
+    # -- data ---------------------------------------------------------------------------------
+    def _tokenized(self, dataset):
+        prompts = {}
+        return tokenize_dataset(dataset, self.tokenizer, self.task, self.args.max_length,
+                                use_chat_template=self.run_info.get("use_chat_template", False),
+                                prompts=prompts)
+
+    @staticmethod
+    def _lengths(ds) -> np.ndarray:
+        cols = [c for c in ds.column_names if c.endswith("input_ids")]
+        per_col = [np.fromiter((len(x) for x in ds[c]), dtype=np.int64, count=len(ds)) for c in cols]
+        return np.max(np.stack(per_col), axis=0)
+
+    def _collator(self, ds):
+        kw = {"pad_to_multiple_of": self.args.pad_to_multiple_of}
+        if self.task == "text-classification":
+            kw["is_regression"] = bool(self.label_info and self.label_info.is_regression)
+        if self.task == "masked-lm":
+            kw["seed"] = self.args.seed
+        return collator_for(self.task, self.tokenizer, **kw)
+
+    @staticmethod
+    def _rows(ds, indices) -> list[dict]:
+        cols = ds[list(map(int, indices))]
+        return [{k: v[i] for k, v in cols.items()} for i in range(len(indices))]
+
+    # -- loss ---------------------------------------------------------------------------------
+    def _loss(self, ds):
+        a = self.args
+        negatives = sum(1 for c in ds.column_names if c.startswith("negative") and c.endswith("_input_ids"))
+        scored = self.task == "sentence-similarity" and "label" in ds.column_names
+        weights = None
+        if a.class_weights == "auto" and self.task == "text-classification":
+            weights = auto_class_weights(np.array(ds["label"]), self.label_info.num_labels)
+        options = {"mini_batch_size": a.mini_batch_size} if a.loss == "cached_mnrl" else {}
+        return select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
+                           num_negatives=negatives, is_regression=bool(self.label_info and self.label_info.is_regression),
+                           class_weights=weights, loss_name=a.loss, **options)
+
+    # -- the step -----------------------------------------------------------------------------
+    def _build_step(self, loss_fn, optimizer):
+        model, a = self.model, self.args
+        value_and_grad = nn.value_and_grad(model, loss_fn)
+        cached = hasattr(loss_fn, "loss_and_grads")
+        state = [model.state, optimizer.state]
+
+        def apply(loss, grads, scale):
+            """Average, clip and apply the gradients unless the loss or their norm is not finite."""
+            grads = tree_map(lambda g: g * scale, grads)
+            if a.max_grad_norm > 0:
+                grads, norm = optim.clip_grad_norm(grads, a.max_grad_norm)
+            else:
+                norm = mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
+            ok = mx.isfinite(loss) & mx.isfinite(norm)
+            before = (model.trainable_parameters(), tree_map(lambda x: x, optimizer.state))
+            optimizer.update(model, grads)
+            keep = lambda new, old: mx.where(ok, new, old)
+            model.update(tree_map(keep, model.trainable_parameters(), before[0]))
+            # In place: mx.compile captured this very dict as an output.
+            assign_tree(optimizer.state, tree_map(keep, optimizer.state, before[1]))
+            return norm, ok
+
+        def grads_of(batch):
+            return loss_fn.loss_and_grads(model, batch) if cached else value_and_grad(model, batch)
+
+        def full_step(batch):
+            loss, grads = grads_of(batch)
+            norm, ok = apply(loss, grads, 1.0)
+            return loss, norm, ok
+
+        if a.compile and not cached:
+            full_step = mx.compile(full_step, inputs=state, outputs=state)
+            grads_fn = mx.compile(grads_of, inputs=state)
+            apply_fn = mx.compile(apply, inputs=state, outputs=state)
+        else:
+            grads_fn, apply_fn = grads_of, apply
+        return full_step, grads_fn, apply_fn
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self) -> dict:
+        a, model = self.args, self.model
+        mx.random.seed(a.seed)
+        self.emit("phase", name="tokenizing")
+        train_ds = self._tokenized(self.train_dataset)
+        eval_ds = self._tokenized(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
+        if len(train_ds) == 0:
+            raise TrainingError("bad_data", "The training data has no rows.", "Check the file and the column mapping.")
+
+        sampler = LengthGroupedBatchSampler(self._lengths(train_ds), a.batch_size, seed=a.seed)
+        collator = self._collator(train_ds)
+        k = a.gradient_accumulation_steps
+        steps_per_epoch = max(1, len(sampler) // k)
+        total = a.max_steps if a.max_steps > 0 else max(1, math.ceil(a.num_train_epochs * steps_per_epoch))
+        warmup = warmup_steps_for(total, a.warmup_steps, a.warmup_ratio)
+
+        if a.freeze_embeddings:
+            for name, child in model.backbone.children().items():
+                if "embed" in name:
+                    child.freeze()
+        model.set_grad_checkpoint(a.grad_checkpoint)
+        model.train()
+        loss_fn = self._loss(train_ds)
+        optimizer = optim.AdamW(learning_rate=make_schedule(a.lr_scheduler_type, a.learning_rate, total, warmup),
+                                weight_decay=a.weight_decay, bias_correction=True)  # MLX defaults to no correction
+        optimizer.init(model.trainable_parameters())
+
+        step, best = 0, {"metric": None, "step": None, "checkpoint": None, "bad_evals": 0}
+        resumed_from = None
+        if a.resume_from_checkpoint:
+            path = find_checkpoint(self.output_dir, a.resume_from_checkpoint)
+            saved = load_checkpoint(path, model, optimizer)
+            step, best = saved["step"], saved["best"]
+            sampler.load_state_dict(saved["sampler"])
+            if sampler.consumed >= len(sampler):  # saved right at the end of an epoch
+                sampler.set_epoch(sampler.epoch + 1)
+            self.history = saved.get("history", [])
+            resumed_from = step
+        full_step, grads_fn, apply_fn = self._build_step(loss_fn, optimizer)
+
+        n_total = sum(v.size for _, v in tree_flatten(model.parameters()))
+        n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+        self.emit("run_started", run_id=self.run_info.get("run_id", ""), config=self._config(),
+                  total_steps=total, num_examples=len(train_ds), trainable_parameters=n_train,
+                  total_parameters=n_total, resumed_from_step=resumed_from)
+        if eval_ds is not None and resumed_from is None:
+            self._evaluate(eval_ds, loss_fn, 0, best)
+
+        self.emit("phase", name="training")
+        window = {"t": time.perf_counter(), "examples": 0, "tokens": 0, "losses": [], "oks": [], "norms": []}
+        stopped_early, bad_streak = False, 0
+        batches = self._batches(sampler, train_ds, collator)
+        while step < total and not self.stop_requested:
+            micro = [next(batches) for _ in range(k)]
+            for batch, n_ex, n_tok in micro:
+                window["examples"] += n_ex
+                window["tokens"] += n_tok
+            if k == 1:
+                loss, norm, ok = full_step(micro[0][0])
+            else:
+                loss, grads = grads_fn(micro[0][0])
+                for batch, _, _ in micro[1:]:
+                    l2, g2 = grads_fn(batch)
+                    loss, grads = loss + l2, tree_map(mx.add, grads, g2)
+                loss = loss / k
+                norm, ok = apply_fn(loss, grads, 1.0 / k)
+            step += 1
+            window["losses"].append(loss), window["norms"].append(norm), window["oks"].append(ok)
+            mx.eval(loss, ok, model.state, optimizer.state)  # the sync point of a step
+
+            if step % a.logging_steps == 0 or step == total or self.stop_requested:
+                bad_streak = self._log(step, total, optimizer, window, sampler, steps_per_epoch, bad_streak)
+            if eval_ds is not None and a.eval_steps > 0 and step % a.eval_steps == 0 and step < total:
+                if self._evaluate(eval_ds, loss_fn, step, best, optimizer, sampler):
+                    stopped_early = True
+                    break
+            if a.save_steps > 0 and step % a.save_steps == 0 and step < total:
+                self._save_checkpoint(step, optimizer, sampler, best)
+        stopped_early = stopped_early or self.stop_requested
+
+        metrics = {}
+        if eval_ds is not None and not self.stop_requested:
+            self._evaluate(eval_ds, loss_fn, step, best, optimizer, sampler)
+            metrics = dict(self.history[-1]["metrics"]) if self.history and self.history[-1]["event"] == "eval" else {}
+        self._save_checkpoint(step, optimizer, sampler, best)
+        if a.load_best_model_at_end and best["checkpoint"] and best["step"] != step:
+            load_checkpoint(Path(best["checkpoint"]), model, optimizer)
+            self.emit("warning", message=f"Loaded the best model, from step {best['step']} "
+                                         f"({a.metric_for_best_model or 'eval_loss'} = {best['metric']:.4g}).")
+        model.eval()
+        return {"step": step, "metrics": metrics, "stopped_early": stopped_early,
+                "best_step": best["step"], "best_metric": best["metric"]}
+
+    def _collate(self, collator, ds, indices, position):
+        rows = self._rows(ds, indices)
+        # Masked LM draws its mask from (seed, epoch, position): the same mask again after a resume.
+        return collator(rows, position=position) if self.task == "masked-lm" else collator(rows)
+
+    def _batches(self, sampler, ds, collator):
+        """Endless (collated batch, examples, real tokens) in sampler order across epochs."""
+        while True:
+            if hasattr(collator, "set_epoch"):
+                collator.set_epoch(sampler.epoch)
+            for indices in sampler:
+                batch = self._collate(collator, ds, indices, sampler.consumed - 1)
+                masks = [x["attention_mask"] for x in batch["inputs"]] if "inputs" in batch else [batch["attention_mask"]]
+                yield batch, len(indices), sum(int(m.sum().item()) for m in masks)
+            sampler.set_epoch(sampler.epoch + 1)
+
+    def _log(self, step, total, optimizer, window, sampler, steps_per_epoch, bad_streak) -> int:
+        oks = [bool(o.item()) for o in window["oks"]]
+        for ok in oks:
+            bad_streak = 0 if ok else bad_streak + 1
+        n_bad = oks.count(False)
+        if n_bad:
+            self.emit("warning", message=f"{n_bad} step(s) up to step {step} had a non-finite loss or gradient "
+                                         "and were skipped.")
+        if bad_streak >= self.args.max_bad_steps:
+            raise TrainingError("diverged", f"{bad_streak} steps in a row had a non-finite loss or gradient "
+                                            f"(last at step {step}); training stopped.",
+                                "Lower the learning rate (--lr), keep max_grad_norm at 1.0, or train in float32. "
+                                "The last good checkpoint is kept.")
+        losses = [float(l.item()) for l, ok in zip(window["losses"], oks) if ok]
+        elapsed = time.perf_counter() - window["t"]
+        done_rate = len(oks) / max(elapsed, 1e-9)
+        self.emit("step", step=step, epoch=step / steps_per_epoch, loss=float(np.mean(losses)) if losses else None,
+                  learning_rate=float(optimizer.learning_rate.item()),
+                  grad_norm=float(window["norms"][-1].item()),
+                  examples_per_s=window["examples"] / elapsed, tokens_per_s=window["tokens"] / elapsed,
+                  eta_s=(total - step) / done_rate, peak_memory_bytes=int(mx.get_peak_memory()))
+        window.update(t=time.perf_counter(), examples=0, tokens=0, losses=[], oks=[], norms=[])
+        return bad_streak
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None) -> dict:
+        """Loss and task metrics on ``eval_dataset`` (default: the trainer's)."""
+        ds = self._tokenized(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        return self._metrics(ds, self._loss(ds))
+
+    def _metrics(self, ds, loss_fn) -> dict:
+        from engine.metrics import evaluate_batches
+        self.model.eval()
+        collator = self._collator(ds)
+        if hasattr(collator, "set_epoch"):  # the same masks at every evaluation, unlike training's
+            collator.seed = self.args.seed + 1
+        total, count, batches = 0.0, 0, []
+        order = np.argsort(self._lengths(ds), kind="stable")  # similar lengths together: less padding
+        for position, start in enumerate(range(0, len(ds), self.args.batch_size)):
+            idx = order[start:start + self.args.batch_size]
+            batch = self._collate(collator, ds, idx, position)
+            total += float(loss_fn(self.model, batch).item()) * len(idx)
+            count += len(idx)
+            batches.append(batch)
+        metrics = {"eval_loss": total / max(count, 1)}
+        metrics.update(evaluate_batches(self.task, self.model, batches, self.label_info))
+        self.model.train()
+        return metrics
+
+    def _evaluate(self, ds, loss_fn, step, best, optimizer=None, sampler=None) -> bool:
+        """Evaluate, emit, track the best model; True when early stopping says stop."""
+        self.emit("phase", name="evaluating")
+        metrics = self._metrics(ds, loss_fn)
+        self.emit("eval", step=step, metrics=metrics)
+        self.emit("phase", name="training")
+        a = self.args
+        name = a.metric_for_best_model or "eval_loss"
+        if optimizer is None or name not in metrics:
+            return False
+        greater = a.greater_is_better if a.greater_is_better is not None else not name.endswith("loss")
+        value = metrics[name]
+        improved = best["metric"] is None or (value > best["metric"] if greater else value < best["metric"])
+        if improved:
+            best.update(metric=value, step=step, bad_evals=0)
+            if a.load_best_model_at_end or a.metric_for_best_model:
+                best["checkpoint"] = str(self._save_checkpoint(step, optimizer, sampler, best))
+        else:
+            best["bad_evals"] += 1
+        return a.early_stopping_patience > 0 and best["bad_evals"] >= a.early_stopping_patience
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _save_checkpoint(self, step, optimizer, sampler, best) -> Path | None:
+        if self.output_dir is None:
+            return None
+        self.emit("phase", name="saving")
+        root = self.output_dir / "checkpoints"
+        state = {"step": step, "sampler": sampler.state_dict(), "best": best, "config": self._config(),
+                 "metrics": next((e["metrics"] for e in reversed(self.history) if e["event"] == "eval"), {}),
+                 "history": self.history[-2000:]}
+        path = save_checkpoint(root, step, self.model, optimizer, state)
+        keep = {Path(best["checkpoint"]).name} if best.get("checkpoint") else set()
+        rotate_checkpoints(root, self.args.save_total_limit, keep)
+        self.emit("checkpoint", step=step, path=str(path))
+        if not self.stop_requested:
+            self.emit("phase", name="training")
+        return path
+
+    def _config(self) -> dict:
+        return {"task_type": self.task, "training": self.args.to_dict(), **self.run_info}

@@ -1,0 +1,86 @@
+"""TrainingArgs: the one source of truth for training settings (CLI flags and GUI forms are built
+from these fields and their help text)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+SCHEDULERS = ("linear", "cosine", "constant")
+
+
+def arg(default, help: str, flag: str | None = None, cli: bool = True, **kw):
+    """A dataclass field with help text and, optionally, the CLI flag it is known by
+    (``cli=False``: set through another flag, e.g. --push-to-hub REPO sets push_to_hub)."""
+    meta = {"help": help, "cli": cli}
+    if flag:
+        meta["flag"] = flag
+    if callable(default) and not isinstance(default, (int, float, str, bool)):
+        return field(default_factory=default, metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class TrainingArgs:
+    output_dir: str = arg("", "Folder for the final model; checkpoints go to OUTPUT/checkpoints.", "--output")
+    batch_size: int = arg(16, "Examples per optimizer micro-step (per process in distributed runs).")
+    learning_rate: float = arg(5e-5, "Peak learning rate of AdamW.", "--lr")
+    num_train_epochs: float = arg(1.0, "Passes over the training data (ignored when max_steps > 0).", "--epochs")
+    max_steps: int = arg(-1, "Stop after this many optimizer steps (-1 = use epochs).")
+    gradient_accumulation_steps: int = arg(1, "Micro-batches per optimizer step (effective batch = batch_size × this).",
+                                           "--grad-accum")
+    grad_checkpoint: bool = arg(False, "Recompute each layer's activations in the backward pass: less memory, ~30% slower.")
+    lr_scheduler_type: str = arg("linear", "Learning-rate schedule after warmup: linear, cosine or constant.", "--scheduler")
+    warmup_ratio: float = arg(0.0, "Fraction of the steps used for linear warmup.", "--warmup")
+    warmup_steps: int = arg(0, "Warmup steps (wins over warmup_ratio when > 0).")
+    weight_decay: float = arg(0.01, "AdamW decoupled weight decay.")
+    max_grad_norm: float = arg(1.0, "Clip the global gradient norm to this (0 = no clipping).")
+    freeze_embeddings: bool = arg(False, "Keep the token/position embedding weights fixed.")
+    eval_steps: int = arg(0, "Evaluate every N steps (0 = before training and at the end only).")
+    save_steps: int = arg(500, "Write a checkpoint every N steps (0 = only at the end).")
+    save_total_limit: int = arg(2, "Keep at most this many checkpoints (the best one is always kept).")
+    logging_steps: int = arg(10, "Report loss and speed every N steps (the only host syncs in the loop).")
+    seed: int = arg(42, "Seed for initialisation, data order and masking.")
+    max_length: int = arg(256, "Maximum tokens per text; longer texts are truncated.")
+    use_late_interaction: bool = arg(False, "Train a ColBERT-style late-interaction model (MaxSim).",
+                                     "--late-interaction")
+    late_interaction_dim: int = arg(128, "Token-vector size of the late-interaction projection.")
+    is_regression: bool | None = arg(None, "Classification with float targets (None = detect from the labels).",
+                                     "--regression")
+    loss: str | None = arg(None, "Loss name (default: chosen from task and data): mnrl, cached_mnrl, cosent, "
+                                 "cosine, late_interaction, cross_entropy, mse, token_cross_entropy.")
+    mini_batch_size: int = arg(32, "Mini-batch size of the cached (GradCache) MNRL loss.")
+    class_weights: str | None = arg(None, "'auto' = inverse class frequency weights for imbalanced classification.")
+    metric_for_best_model: str | None = arg(None, "Eval metric that picks the best checkpoint (e.g. eval_loss, accuracy).")
+    greater_is_better: bool | None = arg(None, "Whether a larger metric_for_best_model is better (default: not for losses).")
+    load_best_model_at_end: bool = arg(False, "End the run with the best checkpoint's weights.")
+    early_stopping_patience: int = arg(0, "Stop after this many evaluations without improvement (0 = never).")
+    max_bad_steps: int = arg(5, "Stop after this many consecutive steps with a non-finite loss or gradient.")
+    pad_to_multiple_of: int = arg(8, "Pad batches to a multiple of this so the compiled step sees few shapes.")
+    compile: bool = arg(True, "Compile the train step with mx.compile.")
+    push_to_hub: bool = arg(False, "Upload the final model to the Hugging Face Hub.", cli=False)
+    hub_model_id: str | None = arg(None, "Hub repository id (user/name) for push_to_hub.", "--push-to-hub")
+    hub_private: bool = arg(False, "Create the Hub repository as private.")
+    resume_from_checkpoint: str | None = arg(None, "A checkpoint folder, or 'latest' in OUTPUT/checkpoints.", "--resume")
+
+    def __post_init__(self):
+        if self.lr_scheduler_type not in SCHEDULERS:
+            raise ValueError(f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}, got {self.lr_scheduler_type!r}.")
+        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "pad_to_multiple_of", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.hub_model_id:
+            self.push_to_hub = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingArgs":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training settings: {', '.join(unknown)}.")
+        return cls(**values)
