@@ -39,7 +39,8 @@ def _add_dataclass_flags(parser, cls, skip=()):
             parser.add_argument(_flag(f), dest=f.name, nargs="?", const="latest", default=argparse.SUPPRESS,
                                 metavar="PATH|latest", help=help_text + " Bare --resume means latest.")
         elif kind.startswith("bool"):
-            parser.add_argument(_flag(f), dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
         else:
             typ = int if kind.startswith("int") else float if kind.startswith("float") else str
             parser.add_argument(_flag(f), dest=f.name, type=typ, default=argparse.SUPPRESS,

@@ -30,8 +30,24 @@ def make_mask(attention_mask: mx.array, *, causal: bool = False,
     return mask | mx.eye(T, dtype=mx.bool_)[None, None]
 
 
-def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None, scale: float) -> mx.array:
-    """q [B, Hq, T, D], k/v [B, Hkv, T, D] → [B, T, Hq*D]."""
-    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)  # (B, Hq, T, D)
+def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None, scale: float,
+              softcap: float | None = None) -> mx.array:
+    """q [B, Hq, T, D], k/v [B, Hkv, T, D] → [B, T, Hq*D].
+
+    ``softcap`` (Gemma 2 / T5Gemma): scores become softcap·tanh(scores/softcap) before masking. The
+    fused kernel has no such option, so that path is written out, with KV heads broadcast over
+    their query groups (a reshape, never a copy of K/V).
+    """
+    if softcap is None:
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)  # (B, Hq, T, D)
+    else:
+        B, Hq, T, D = q.shape
+        Hkv = k.shape[1]
+        q = q.reshape(B, Hkv, Hq // Hkv, T, D)  # (B, Hkv, G, T, D)
+        scores = (q * scale) @ k[:, :, None].swapaxes(-1, -2)  # (B, Hkv, G, T, T)
+        scores = mx.tanh(scores / softcap) * softcap
+        if mask is not None:
+            scores = mx.where(mask[:, :, None], scores, -mx.inf)  # every row keeps its diagonal
+        out = (mx.softmax(scores, axis=-1, precise=True) @ v[:, :, None]).reshape(B, Hq, T, -1)
     B, H, T, D = out.shape
     return out.transpose(0, 2, 1, 3).reshape(B, T, H * D)
