@@ -1,0 +1,195 @@
+"""Lazy preview for the Data page: columns, dtypes, the first rows and a row count — without reading
+the whole file (Parquet metadata; the first block of CSV/JSONL, with the row count estimated)."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.data.errors import DataError
+from engine.data.reading import FORMATS, check_file, is_hub_id, json_kind
+
+BLOCK = 1 << 20    # bytes read from the head of a CSV/JSONL file
+
+
+@dataclass
+class Preview:
+    columns: list[str]
+    dtypes: dict[str, str]
+    rows: list[dict]
+    num_rows: int | None
+    num_rows_is_estimate: bool = False
+    file: str = ""
+    format: str = ""
+    splits: dict[str, list[str]] = field(default_factory=dict)   # folders: split → files
+
+
+def _schema(table: pa.Table) -> tuple[list[str], dict[str, str]]:
+    return table.column_names, {f.name: str(f.type) for f in table.schema}
+
+
+def preview(path_or_id: str, n: int = 200, *, subset: str | None = None, split: str | None = None) -> Preview:
+    """First ``n`` rows of a file, a folder's train file, or a Hub dataset (streamed)."""
+    data = str(path_or_id)
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return _preview_folder(path, n)
+    if not path.exists() and is_hub_id(data):
+        return _preview_hub(data, n, subset, split)
+    builder = check_file(path)
+    ext = path.suffix.lower()
+    if builder == "parquet":
+        return _preview_parquet(path, n)
+    if builder == "csv":
+        return _preview_csv(path, n, "\t" if ext == ".tsv" else ",")
+    if json_kind(path) == "jsonl":
+        return _preview_jsonl(path, n)
+    return _preview_json(path, n)
+
+
+def _head(path: Path) -> tuple[bytes, bool]:
+    """The first BLOCK bytes cut at the last full line, and whether that is the whole file."""
+    with open(path, "rb") as fh:
+        data = fh.read(BLOCK)
+        whole = not fh.read(1)
+    if not whole:
+        data = data[:data.rfind(b"\n") + 1] or data
+    return data, whole
+
+
+def _estimate(path: Path, head: bytes, whole: bool, lines_in_head: int, header_lines: int) -> tuple[int, bool]:
+    rows_in_head = max(lines_in_head - header_lines, 0)
+    if whole or not rows_in_head:
+        return rows_in_head, False
+    per_line = len(head) / lines_in_head
+    return int(round(path.stat().st_size / per_line)) - header_lines, True
+
+
+def _lines(head: bytes) -> int:
+    return head.count(b"\n") + (0 if head.endswith(b"\n") or not head else 1)
+
+
+def _preview_parquet(path: Path, n: int) -> Preview:
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+        batch = next(pf.iter_batches(batch_size=max(n, 1)), None)
+    except Exception as exc:  # noqa: BLE001 — corrupt or not parquet
+        raise DataError(f"Cannot read the Parquet file ({exc}).", file=str(path), code="bad_parquet",
+                        fix="The file is corrupt or not Parquet: export it again, or use CSV/JSONL.") from exc
+    table = pa.Table.from_batches([batch]) if batch is not None else pf.schema_arrow.empty_table()
+    columns, dtypes = _schema(table)
+    return Preview(columns, dtypes, table.slice(0, n).to_pylist(), pf.metadata.num_rows, False, str(path), "parquet")
+
+
+def _preview_csv(path: Path, n: int, sep: str) -> Preview:
+    import pyarrow.csv as pcsv
+    head, whole = _head(path)
+    try:
+        table = pcsv.read_csv(io.BytesIO(head), parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True))
+    except pa.ArrowInvalid as exc:
+        from engine.data.reading import _ragged_row
+        want, line, got = _ragged_row(str(path), sep)
+        if line:
+            raise DataError(f"Expected {want} fields like the header, found {got}.", file=str(path), row=line,
+                            row_label="line", code="ragged_csv",
+                            fix="Quote fields that contain the separator (\"a, b\"), or fix the row's number of fields.") from exc
+        raise DataError(f"Cannot read the file as CSV ({exc}).", file=str(path), code="unreadable",
+                        fix="Check the separator and quoting.") from exc
+    columns, dtypes = _schema(table)
+    total, estimated = _estimate(path, head, whole, _lines(head), 1)
+    if not estimated:
+        total = table.num_rows
+    return Preview(columns, dtypes, table.slice(0, n).to_pylist(), total, estimated, str(path), "csv" if sep == "," else "tsv")
+
+
+def _preview_jsonl(path: Path, n: int) -> Preview:
+    import pyarrow.json as pjson
+    head, whole = _head(path)
+    lines = [line for line in head.split(b"\n") if line.strip()]
+    try:
+        table = pjson.read_json(io.BytesIO(b"\n".join(lines[:max(n, 1)])))
+    except pa.ArrowInvalid:
+        table = None
+    if table is None or table.num_rows < min(n, len(lines)):   # mixed types or a bad line: go row by row
+        rows = []
+        for number, line in enumerate(head.split(b"\n")[:n * 2], 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as err:
+                raise DataError(f"Not valid JSON ({err}).", file=str(path), row=number, row_label="line",
+                                code="bad_json", fix=f"Fix or delete line {number}: each line must be one JSON object.")
+            if len(rows) == n:
+                break
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        dtypes = {c: _py_type([r.get(c) for r in rows]) for c in columns}
+    else:
+        columns, dtypes = _schema(table)
+        rows = table.slice(0, n).to_pylist()
+    total, estimated = _estimate(path, head, whole, _lines(head), 0)
+    if not estimated:
+        total = len(lines)
+    return Preview(columns, dtypes, rows, total, estimated, str(path), "jsonl")
+
+
+def _py_type(values) -> str:
+    kinds = sorted({type(v).__name__ for v in values if v is not None})
+    return kinds[0] if len(kinds) == 1 else ("mixed: " + ", ".join(kinds) if kinds else "null")
+
+
+def _preview_json(path: Path, n: int) -> Preview:
+    # A JSON document has no line structure to stop at, so it is parsed whole (meant for small files).
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except ValueError as err:
+        raise DataError(f"Not valid JSON ({err}).", file=str(path), row=getattr(err, "lineno", None),
+                        row_label="line", code="bad_json", fix="Fix the JSON there, or save the data as .jsonl.") from err
+    if isinstance(value, dict):
+        lists = [v for v in value.values() if isinstance(v, list)]
+        value = lists[0] if len(lists) == 1 else [value]
+    rows = [r for r in value[:n] if isinstance(r, dict)]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    try:
+        dtypes = _schema(pa.Table.from_pylist(rows))[1]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        dtypes = {c: _py_type([r.get(c) for r in rows]) for c in columns}
+    return Preview(columns, dtypes, rows, len(value), False, str(path), "json")
+
+
+def _preview_folder(path: Path, n: int) -> Preview:
+    from datasets.data_files import DataFilesDict, get_data_patterns
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"No data files in the folder ({exc}).", file=str(path), code="empty_folder",
+                        fix="Put train/validation/test files (.jsonl, .csv, .tsv, .json, .parquet) in it.") from exc
+    splits = {str(k): sorted(p for p in v if Path(p).suffix.lower() in FORMATS) for k, v in files.items()}
+    splits = {k: v for k, v in splits.items() if v}
+    if not splits:
+        raise DataError("No .jsonl, .json, .csv, .tsv or .parquet files in the folder.", file=str(path),
+                        code="empty_folder", fix="Put train/validation/test files in it (e.g. train.jsonl).")
+    first = splits.get("train") or next(iter(splits.values()))
+    result = preview(first[0], n)
+    result.splits = splits
+    return result
+
+
+def _preview_hub(data: str, n: int, subset: str | None, split: str | None) -> Preview:
+    import datasets
+    from itertools import islice
+    try:
+        stream = datasets.load_dataset(data, subset, split=split or "train", streaming=True)
+        rows = list(islice(iter(stream), n))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"Could not open the Hub dataset {data!r}: {exc}.", file=data, code="hub_unavailable",
+                        fix="Check the id, subset and split, download it while online, or use a local file.") from exc
+    info = stream.info.splits.get(split or "train") if stream.info and stream.info.splits else None
+    columns = list(stream.features) if stream.features else list(dict.fromkeys(k for r in rows for k in r))
+    dtypes = {c: str(f) for c, f in (stream.features or {}).items()} or {c: _py_type([r.get(c) for r in rows]) for c in columns}
+    return Preview(columns, dtypes, rows, info.num_examples if info else None, info is None, data, "hub")

@@ -1,0 +1,72 @@
+"""Lazy preview for the GUI: first rows, dtypes, exact or estimated row counts (engine/data/preview.py)."""
+import csv
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.data import DataError, preview
+
+ROWS = [{"question": f"question number {i}", "answer": "some answer " * (i % 5 + 1), "score": i / 7}
+        for i in range(500)]
+
+
+def write(path, rows):
+    ext = path.suffix
+    if ext == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif ext in (".csv", ".tsv"):
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t" if ext == ".tsv" else ",")
+            w.writeheader()
+            w.writerows(rows)
+    elif ext == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=100)
+    elif ext == ".json":
+        path.write_text(json.dumps({"data": rows}))
+    return path
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".csv", ".tsv", ".parquet", ".json"])
+def test_small_files_exact_count(tmp_path, ext):
+    p = preview(write(tmp_path / f"d{ext}", ROWS), n=20)
+    assert p.columns == ["question", "answer", "score"]
+    assert len(p.rows) == 20 and p.rows[3]["question"] == "question number 3"
+    assert p.num_rows == 500 and not p.num_rows_is_estimate
+    assert p.dtypes["score"] == "double" and p.dtypes["question"] == "string"
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".csv"])
+def test_large_files_estimate_the_count(tmp_path, ext):
+    rows = ROWS * 60                                          # 30,000 rows, several MB
+    p = preview(write(tmp_path / f"big{ext}", rows), n=200)
+    assert p.num_rows_is_estimate and len(p.rows) == 200
+    assert abs(p.num_rows - len(rows)) / len(rows) < 0.05
+
+
+def test_parquet_count_comes_from_metadata(tmp_path):
+    p = preview(write(tmp_path / "big.parquet", ROWS * 40), n=150)
+    assert p.num_rows == 20_000 and not p.num_rows_is_estimate and len(p.rows) == 150
+
+
+def test_jsonl_with_mixed_types_still_previews(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": "pos"}\n')
+    p = preview(path)
+    assert p.rows[1]["label"] == "pos" and p.dtypes["label"] == "mixed: int, str"
+
+
+def test_folder_previews_the_train_file_and_lists_splits(tmp_path):
+    write(tmp_path / "train.csv", ROWS[:50])
+    write(tmp_path / "test.jsonl", ROWS[50:60])
+    p = preview(tmp_path, n=5)
+    assert p.file.endswith("train.csv") and p.num_rows == 50 and set(p.splits) == {"train", "test"}
+
+
+def test_preview_errors_are_data_errors(tmp_path):
+    with pytest.raises(DataError, match="File not found"):
+        preview(tmp_path / "missing.csv")
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(DataError, match="The file is empty"):
+        preview(tmp_path / "e.csv")
