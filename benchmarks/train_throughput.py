@@ -101,7 +101,7 @@ def child_peer(task, model_path, a):
 
     rows = rows_for(task, a.batch_size * a.steps)
     common = dict(per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=5e-5,
-                  warmup_ratio=0.1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+                  warmup_steps=0.1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
                   dataloader_drop_last=True)
     with tempfile.TemporaryDirectory() as out:
         if task == "mnrl":

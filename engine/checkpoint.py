@@ -23,13 +23,16 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def find_checkpoint(output_dir: Path, which: str) -> Path:
+def find_checkpoint(output_dir: Path | None, which: str) -> Path:
     """``which`` = 'latest' or a folder path → the checkpoint folder (error message when none)."""
+    if which == "latest" and output_dir is None:
+        raise FileNotFoundError("Resuming from 'latest' needs the run's output folder; set output_dir (--output).")
     if which != "latest":
         path = Path(which)
         if not (path / "trainer_state.json").exists():
+            where = output_dir / "checkpoints" if output_dir else "OUTPUT/checkpoints"
             raise FileNotFoundError(f"{path} is not a checkpoint folder (no trainer_state.json). "
-                                    f"Pick one under {output_dir / 'checkpoints'} or pass --resume latest.")
+                                    f"Pick one under {where} or pass --resume latest.")
         return path
     dirs = checkpoint_dirs(output_dir / "checkpoints")
     if not dirs:
@@ -61,19 +64,30 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     weights = mx.load(str(path / "weights.safetensors"))
     model.load_weights(list(weights.items()), strict=True)
     opt = mx.load(str(path / "optimizer.safetensors"))
-    mx.random.state[0] = opt.pop("__rng__")
+    restore_rng(opt.pop("__rng__"))
     optimizer.state = tree_unflatten(list(opt.items()))
     mx.eval(model.parameters(), optimizer.state)
     return json.loads((path / "trainer_state.json").read_text())
 
 
+def restore_rng(key: mx.array) -> None:
+    """Make the global MLX key ``key`` again (``mx.random.state`` cannot be assigned to; seeding
+    with s sets the key [s >> 32, s & 0xffffffff])."""
+    hi, lo = (int(x) for x in key.tolist())
+    mx.random.seed((hi << 32) | lo)
+
+
 def rotate_checkpoints(root: Path, limit: int, keep: set[str] = frozenset()) -> None:
-    """Delete the oldest checkpoints beyond ``limit`` (folders named in ``keep`` survive)."""
-    if limit <= 0:
-        return
+    """Keep the newest ``limit`` checkpoints. A folder named in ``keep`` (the best model) survives and
+    counts within the limit; the latest always survives, so only ``limit`` = 1 can leave two."""
     dirs = checkpoint_dirs(root)
-    for path in dirs[:-limit]:
-        if path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+    if limit > 0:
+        survivors = set(dirs[-limit:])
+        old_kept = [p for p in dirs[:-limit] if p.name in keep]
+        if old_kept:
+            survivors = set(dirs[-max(1, limit - len(old_kept)):]) | set(old_kept)
+        for path in dirs:
+            if path not in survivors:
+                shutil.rmtree(path, ignore_errors=True)
     for stale in root.glob(".tmp-step-*"):  # left by a killed process
         shutil.rmtree(stale, ignore_errors=True)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
-import traceback
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
 from engine.data.args import DatasetArgs
@@ -65,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     _add_dataclass_flags(train, TrainingArgs)
     _add_dataclass_flags(train, DatasetArgs, skip=DATA_SKIP)
+    from engine.commands import add_subcommands
+    add_subcommands(sub)  # eval, predict, export
     return parser
 
 
@@ -120,7 +119,15 @@ def resolve_train_config(ns: argparse.Namespace) -> dict:
     return cfg
 
 
-def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def check_output_dir(out: Path, resume: str | None, overwrite: bool) -> None:
+    """Refuse to write over a folder that is not a run, a run without --resume/--overwrite, or a
+    --resume with no checkpoint to resume from (before any data or model is loaded)."""
+    if resume:
+        from engine.checkpoint import find_checkpoint
+        try:
+            find_checkpoint(out, resume)
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from None
     if not out.exists() or not any(out.iterdir()):
         return
     is_run = (out / "raclate_run.json").exists() or (out / "checkpoints").is_dir()
@@ -138,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "train":
         from engine.run import run_training
         return run_training(ns)
+    if getattr(ns, "run", None):  # eval, predict, export (engine/commands/)
+        return ns.run(ns)
     parser.error(f"unknown command {ns.command}")
     return 2
 

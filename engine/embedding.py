@@ -32,14 +32,28 @@ def apply_prompt(model, texts: list[str], prompt_name: str | None = None, prompt
 
 
 def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | None = None,
-           prompt: str | None = None, max_length: int | None = None, normalize: bool | None = None):
+           prompt: str | None = None, max_length: int | None = None, normalize: bool | None = None,
+           is_query: bool | None = None):
     """Embed ``texts`` (a string or a list). Dense models → float32 [N, D]; late-interaction
-    models → a list of [T_i, D] arrays (real tokens only). Order follows ``texts``."""
+    models → a list of [T_i, D] arrays. Order follows ``texts``; texts are stripped, as
+    sentence-transformers does.
+
+    Late interaction follows PyLate's ``ColBERT.encode``: ``is_query`` (default True) picks the
+    [Q]/[D] prefix; a query keeps every position of its expansion to ``query_length`` (the [MASK]
+    pads included), a document its real tokens minus the punctuation skiplist. For dense models
+    ``is_query`` picks the model's "query"/"document" prompt when it has one (ST's
+    ``encode_query``/``encode_document``) and no prompt was given."""
     single = isinstance(texts, str)
-    texts = apply_prompt(model, [texts] if single else list(texts), prompt_name, prompt)
+    late = isinstance(model, LateInteractionModel)
+    if not late and is_query is not None and prompt is None and prompt_name is None:
+        name = "query" if is_query else "document"
+        prompt_name = name if model.info.prompts.get(name) else None
+    texts = [t.strip() for t in apply_prompt(model, [texts] if single else list(texts), prompt_name, prompt)]
+    if late and model.info.colbert:
+        results = _encode_late(model, tokenizer, texts, batch_size, True if is_query is None else is_query)
+        return results[0] if single else results
     max_length = max_length or max_length_of(model, tokenizer)
     order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
-    late = isinstance(model, LateInteractionModel)
     results: list = [None] * len(texts)
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
@@ -57,3 +71,19 @@ def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | 
         return results[0] if single else results
     stacked = np.stack(results) if results else np.zeros((0, 0), np.float32)
     return stacked[0] if single else stacked
+
+
+def _encode_late(model, tokenizer, texts: list[str], batch_size: int, is_query: bool) -> list:
+    from engine.models import pylate
+    config = model.info.colbert
+    ids = pylate.token_ids(tokenizer, config)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    results: list = [None] * len(texts)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start:start + batch_size]
+        input_ids, attention, score = pylate.tokenize(tokenizer, [texts[i] for i in idx], config,
+                                                      is_query=is_query, ids=ids)
+        out = np.array(model(mx.array(input_ids), mx.array(attention)).astype(mx.float32))  # (B, T, D)
+        for row, i in enumerate(idx):
+            results[i] = out[row][score[row] > 0]
+    return results

@@ -42,8 +42,12 @@ def classify_error(exc: BaseException) -> tuple[str, str, str]:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, TrainingError):
         return exc.kind, text, exc.hint
+    if isinstance(exc, KeyboardInterrupt):
+        return ("stopped", "Stopped at once (a second Ctrl+C) without a final checkpoint.",
+                "The last completed checkpoint is intact: continue with --resume latest.")
     if isinstance(exc, DataError):
-        return "bad_data", text, getattr(exc, "fix", "") or "Fix the data file or the column mapping."
+        fix = getattr(exc, "fix", "") or ""
+        return "bad_data", text.removesuffix(f" Fix: {fix}") if fix else text, fix or "Fix the data file or the column mapping."
     if isinstance(exc, ModelError):
         return "bad_model", text, "Check --model: a folder with config.json and model.safetensors, a Hub id, or 'default'."
     if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "bad_alloc" in text.lower():
@@ -59,7 +63,10 @@ def classify_error(exc: BaseException) -> tuple[str, str, str]:
 
 
 def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=None) -> dict:
-    """Run training for a resolved config {model, task, data: DatasetArgs, training: TrainingArgs}."""
+    """Run training for a resolved config {model, task, data: DatasetArgs, training: TrainingArgs}.
+    Events go to ``callbacks``; a failure emits an ``error`` event, then raises. The output folder is
+    written only once the data and the model have loaded (bad input leaves nothing behind)."""
+    import mlx.core as mx
     from engine.data import load_dataset
     from engine.models import load_model
     from engine.trainer import Trainer
@@ -70,18 +77,7 @@ def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=
     record = {"run_id": run_id, "status": "running", "started": time.time(), "model": cfg["model"],
               "task": dargs.task_type, "data": asdict(dargs), "training": args.to_dict(), "versions": versions(),
               "seed": args.seed}
-    if overwrite and out.exists():
-        import shutil
-        for child in ("checkpoints", RUN_FILE):
-            p = out / child
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    if args.resume_from_checkpoint and (out / RUN_FILE).exists():
-        previous = json.loads((out / RUN_FILE).read_text())
-        record.update(run_id=previous.get("run_id", run_id), started=previous.get("started", record["started"]))
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_record(out, record)
-
-    history = []
+    history, started = [], False
     callbacks = list(callbacks) + [lambda e: history.append(e) if e["event"] in ("step", "eval") else None]
 
     def emit(event_name, /, **fields):
@@ -89,6 +85,9 @@ def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=
             callback(make_event(event_name, **fields))
 
     try:
+        if args.push_to_hub:  # no token or a bad repo id: fail before any work is done
+            from engine.hub import check_push
+            check_push(args.hub_model_id)
         emit("phase", name="loading_data")
         data = load_dataset(dargs)
         record["data_fingerprints"] = {k: getattr(v, "_fingerprint", None) for k, v in data.splits.items()}
@@ -98,10 +97,13 @@ def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=
                 emit("warning", message=finding.message)
         emit("phase", name="loading_model")
         info = data.label_info
+        mx.random.seed(args.seed)  # a new head's initial weights depend on the seed, not on the clock
         model, tokenizer = load_model(
             cfg["model"], dargs.task_type, id2label=info.names if info.names and not info.is_regression else None,
             is_regression=info.is_regression, use_late_interaction=args.use_late_interaction,
             late_interaction_dim=args.late_interaction_dim)
+        _prepare_output(out, overwrite, record, bool(args.resume_from_checkpoint))
+        started = True
         trainer = Trainer(model, tokenizer, dargs.task_type, args, data.train, data.validation,
                           callbacks=callbacks, label_info=info,
                           run_info={"run_id": record["run_id"], "model": cfg["model"],
@@ -116,17 +118,37 @@ def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=
                       metrics=result["metrics"], final_step=result["step"], best_step=result["best_step"],
                       history=history)
         write_run_record(out, record)
-        emit("finished", output_dir=str(out), metrics=result["metrics"], stopped_early=result["stopped_early"])
+        from engine.export import finish_output
+        finish_output(model, tokenizer, out, record, args)  # self-check, model card, Hub push
+        emit("finished", output_dir=str(out), metrics=result["metrics"], stopped_early=result["stopped_early"],
+             best_step=result["best_step"])
         return record
     except BaseException as exc:
         kind, message, hint = classify_error(exc)
-        record.update(status="crashed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
-                      ended=time.time(), error={"kind": kind, "message": message, "hint": hint}, history=history)
-        try:
-            write_run_record(out, record)
-        except OSError:
-            pass
+        if not isinstance(exc, KeyboardInterrupt):
+            emit("error", kind=kind, message=message, hint=hint)
+        if started:
+            record.update(status="crashed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
+                          ended=time.time(), error={"kind": kind, "message": message, "hint": hint}, history=history)
+            try:
+                write_run_record(out, record)
+            except OSError:
+                pass
         raise
+
+
+def _prepare_output(out: Path, overwrite: bool, record: dict, resume: bool) -> None:
+    """Clear a replaced run, keep the id of a resumed one, and write the first run record."""
+    if overwrite and out.exists():
+        import shutil
+        for child in ("checkpoints", RUN_FILE):
+            p = out / child
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    if resume and (out / RUN_FILE).exists():
+        previous = json.loads((out / RUN_FILE).read_text())
+        record.update(run_id=previous.get("run_id", record["run_id"]), started=previous.get("started", record["started"]))
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_record(out, record)
 
 
 class Progress:
@@ -156,37 +178,52 @@ class Progress:
             self.bar.close()
 
 
-def run_training(ns) -> int:
-    """`raclate train` behind argparse."""
-    from engine.cli import CliError, check_output_dir, resolve_train_config
-    writer = JsonLineWriter(ns.events) if ns.events else None
-    callbacks = [writer] if writer else []
-    progress = Progress(enabled=sys.stderr.isatty() and ns.events != "-")
-    callbacks.append(progress)
+INPUT_ERRORS = ("bad_input", "bad_data", "bad_model")  # exit code 2: the command line or its files need fixing
 
-    def fail(kind, message, hint, code):
+
+def run_training(ns) -> int:
+    """`raclate train` behind argparse: exit 0 done (or stopped with a checkpoint), 2 bad input
+    (flags, data, model), 1 a failure while training, 130 a second Ctrl+C."""
+    import datasets
+    datasets.disable_progress_bars()  # the CLI shows phases and its own bar, not one bar per map()
+    writer = JsonLineWriter(ns.events) if ns.events else None
+    callbacks = ([writer] if writer else []) + [Progress(enabled=sys.stderr.isatty() and ns.events != "-")]
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _train_command(ns, writer, callbacks, previous)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if writer:
+            writer.close()
+
+
+def _train_command(ns, writer, callbacks, previous) -> int:
+    from engine.cli import CliError, check_output_dir, resolve_train_config
+
+    def fail(kind, message, hint, code, emitted=False):
+        if writer and not emitted:
             writer(make_event("error", kind=kind, message=message, hint=hint))
         print(f"error: {message}" + (f"\nhint: {hint}" if hint else ""), file=sys.stderr)
         return code
 
     try:
         cfg = resolve_train_config(ns)
-        check_output_dir(Path(cfg["training"].output_dir), bool(cfg["training"].resume_from_checkpoint),
-                         ns.overwrite)
+        check_output_dir(Path(cfg["training"].output_dir), cfg["training"].resume_from_checkpoint, ns.overwrite)
     except CliError as exc:
         return fail("bad_input", str(exc), "", 2)
     except Exception as exc:  # DataError from DatasetArgs validation, ...
-        kind, message, hint = classify_error(exc)
-        return fail(kind, message, hint, 2)
+        if ns.debug:
+            traceback.print_exc()
+        return fail(*classify_error(exc), 2)
 
     def install_stop(trainer):
-        def on_sigint(signum, frame):
+        def on_signal(signum, frame):
             if trainer.stop_requested:  # a second Ctrl+C: stop now
                 raise KeyboardInterrupt
-            trainer.request_stop()
-        signal.signal(signal.SIGINT, on_sigint)
-        signal.signal(signal.SIGTERM, on_sigint)
+            trainer.request_stop()  # finish the step, write a checkpoint, save the model
+        for sig in previous:
+            signal.signal(sig, on_signal)
 
     try:
         record = train_run(cfg, callbacks, overwrite=ns.overwrite, stop_handler=install_stop)
@@ -194,11 +231,9 @@ def run_training(ns) -> int:
         if ns.debug:
             traceback.print_exc()
         kind, message, hint = classify_error(exc)
-        return fail(kind, message, hint, 130 if isinstance(exc, KeyboardInterrupt) else 1)
-    finally:
-        if writer:
-            writer.close()
-    if not (ns.events == "-"):
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 2 if kind in INPUT_ERRORS else 1
+        return fail(kind, message, hint, code, emitted=not isinstance(exc, KeyboardInterrupt))
+    if ns.events != "-":
         metrics = {k: round(v, 4) for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
         print(f"{record['status']}: model saved to {cfg['training'].output_dir}" + (f" — {metrics}" if metrics else ""))
     return 0

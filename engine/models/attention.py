@@ -14,8 +14,10 @@ def make_mask(attention_mask: mx.array, *, causal: bool = False,
 
     causal: query i sees keys j <= i. window: keys with 0 <= i - j < window (causal band), or
     |i - j| <= window when ``symmetric_window`` (bidirectional band, e.g. ModernBERT local layers).
-    The diagonal is always allowed so padded query rows never attend to nothing (a fully masked
-    row gives NaN, and NaN × 0 in the value product would leak into real tokens' gradients).
+    A row that would see no key at all (a left-padded row under a causal mask) may attend to
+    itself: a fully masked row gives NaN, and NaN × 0 in the value product would leak into real
+    tokens' gradients. Other padded rows see the real keys only, as in transformers (ColBERT query
+    expansion reads those [MASK] rows, so they must match PyLate exactly).
     """
     T = attention_mask.shape[1]
     keys = attention_mask.astype(mx.bool_)[:, None, None, :]  # (B, 1, 1, T)
@@ -27,7 +29,8 @@ def make_mask(attention_mask: mx.array, *, causal: bool = False,
     if window is not None:
         allowed = allowed & ((mx.abs(i - j) <= window) if symmetric_window else (i - j < window))
     mask = keys & allowed[None, None]  # (B, 1, T, T)
-    return mask | mx.eye(T, dtype=mx.bool_)[None, None]
+    empty = ~mx.any(mask, axis=-1, keepdims=True)  # (B, 1, T, 1)
+    return mask | (empty & mx.eye(T, dtype=mx.bool_)[None, None])
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None, scale: float,

@@ -41,6 +41,7 @@ class ModelInfo:
     max_seq_length: int | None = None
     st_modules: list = field(default_factory=list)   # extra modules.json entries kept as they were
     late_interaction: bool = False
+    colbert: dict = field(default_factory=dict)      # PyLate settings of a late-interaction model (prefixes, lengths)
     new_weights: list = field(default_factory=list)  # weights initialised fresh (a new head)
 
 

@@ -66,9 +66,29 @@ def save_pretrained(model, out_dir) -> None:
         save_sentence_transformers(model, out)
 
 
+def save_pylate(model, out: Path) -> None:
+    """PyLate's ColBERT layout: Transformer + ``pylate.models.Dense.Dense`` (no pooling, no Normalize
+    module: PyLate normalises each token itself) and its settings in config_sentence_transformers.json."""
+    from engine.models.pylate import DENSE_TYPE, st_config
+    info = model.info
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    for i, layer in enumerate(model.dense, 1):
+        path = f"{i}_Dense"
+        modules.append({"idx": i, "name": str(i), "path": path, "type": DENSE_TYPE})
+        write_json(out / path / "config.json", dict(layer.st_config(), use_residual=False))
+        write_safetensors(out / path / "model.safetensors", dict(tree_flatten(layer.parameters())))
+    write_json(out / "modules.json", modules)
+    write_json(out / "sentence_bert_config.json",
+               {"max_seq_length": info.max_seq_length or min(info.config.get("max_position_embeddings", 512), 8192),
+                "do_lower_case": False})
+    write_json(out / "config_sentence_transformers.json", st_config(info))
+
+
 def save_sentence_transformers(model, out: Path) -> None:
     """modules.json, pooling, Dense, Normalize and prompts, as sentence-transformers lays them out."""
     info = model.info
+    if isinstance(model, LateInteractionModel):
+        return save_pylate(model, out)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
 
     def add(kind, folder=None):

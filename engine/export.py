@@ -1,0 +1,390 @@
+"""Export: write a model folder that its task's library loads with no custom code, reload it there
+and compare outputs with the live MLX model (a mismatch is an error), write the model card, and
+optionally push it to the Hub.
+
+    sentence similarity (dense)  → sentence-transformers  SentenceTransformer(out)
+    late interaction             → pylate                 pylate.models.ColBERT(out)
+    classification / regression / token classification / masked LM
+                                 → transformers           AutoModelFor…from_pretrained(out)
+    any model, bare encoder      → transformers           AutoModel.from_pretrained(out)
+
+The self-check uses the reference library when it (and torch) is installed, else the engine's own
+loader; the report says which, and the largest difference seen.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import engine  # noqa: F401  (fast BLAS before mlx.core)
+import mlx.core as mx
+
+from engine.models.heads import EmbeddingModel, LateInteractionModel
+from engine.trainer import TrainingError
+
+FORMATS = ("sentence-transformers", "pylate", "transformers")
+RUN_FILE = "raclate_run.json"
+COSINE_MIN = 0.9999     # embeddings: per row (per token for late interaction)
+LOGITS_ATOL = 1e-4      # logits: |Δ| ≤ 1e-4 · max(1, largest |logit|)
+SAMPLE_TEXTS = ("What is the capital of France?",
+                "Fine-tuning adapts a pretrained model to one task, using a much smaller dataset; it's quick!",
+                "The quick brown fox jumps over the lazy dog.",
+                "ok")
+AUTO_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
+                "token-classification": "AutoModelForTokenClassification", "masked-lm": "AutoModelForMaskedLM"}
+
+
+class ExportError(TrainingError):
+    """An export that failed: a format that does not fit the model, or a self-check mismatch."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__("export", message, hint)
+
+
+# -- what a folder holds ------------------------------------------------------------------------
+def default_format(model) -> str:
+    if isinstance(model, LateInteractionModel):
+        return "pylate"
+    return "sentence-transformers" if isinstance(model, EmbeddingModel) else "transformers"
+
+
+def read_run_record(root: Path) -> dict:
+    path = Path(root) / RUN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def detect_task(root: Path) -> str:
+    """The task a model folder was made for: its run record, else its files."""
+    root = Path(root)
+    record = read_run_record(root)
+    if record.get("task"):
+        return record["task"]
+    if (root / "modules.json").exists():
+        return "sentence-similarity"
+    config_file = root / "config.json"
+    arch = (json.loads(config_file.read_text()).get("architectures") or [""])[0] if config_file.exists() else ""
+    for suffix, task in (("ForSequenceClassification", "text-classification"),
+                         ("ForTokenClassification", "token-classification"), ("ForMaskedLM", "masked-lm")):
+        if arch.endswith(suffix):
+            return task
+    return "feature-extraction"
+
+
+def load_for_task(source: str, task: str | None = None):
+    """(model, tokenizer, task, run record) of a model folder, Hub id or 'default'; the task is detected
+    when not given, and a late-interaction model is recognised from its files or its run record."""
+    from engine.models import load_model
+    from engine.models.base import normalize_task
+    from engine.models.loading import resolve_model_dir
+    root = resolve_model_dir(source)
+    record = read_run_record(root)
+    task = normalize_task(task or detect_task(root))
+    late = True if (record.get("training") or {}).get("use_late_interaction") else None
+    model, tokenizer = load_model(source, task, use_late_interaction=late)
+    return model, tokenizer, task, record
+
+
+# -- writing ------------------------------------------------------------------------------------
+def check_format(model, fmt: str) -> str:
+    fmt = {"st": "sentence-transformers", "sentence_transformers": "sentence-transformers",
+           "colbert": "pylate", "hf": "transformers"}.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown export format {fmt!r}.", f"Use one of: {', '.join(FORMATS)}.")
+    natural = default_format(model)
+    if fmt != natural and fmt != "transformers":
+        what = {"pylate": "a late-interaction (ColBERT) model", "sentence-transformers": "a dense embedding model",
+                "transformers": f"a {model.info.task} model"}[natural]
+        raise ExportError(f"This is {what}; it cannot be written in the {fmt} format.",
+                          f"Use --format {natural} (or --format transformers for the bare encoder / HF head).")
+    return fmt
+
+
+def complete_config(model, tokenizer) -> None:
+    """transformers' last-token classifiers find the last real token by ``pad_token_id``: make sure
+    the config names the tokenizer's pad token."""
+    config = model.info.config
+    if config.get("pad_token_id") is None and tokenizer.pad_token_id is not None and \
+            model.info.task == "text-classification":
+        config["pad_token_id"] = int(tokenizer.pad_token_id)
+
+
+def write_folder(model, tokenizer, out: Path, fmt: str) -> None:
+    """config.json, model.safetensors, tokenizer files and the format's own files into ``out``."""
+    from engine.models.saving import hf_weights, write_json, write_safetensors
+    out = Path(out)
+    complete_config(model, tokenizer)
+    if fmt == "transformers" and isinstance(model, (EmbeddingModel, LateInteractionModel)):
+        weights, arch = hf_weights(model)  # the bare encoder: AutoModel
+        config = dict(model.info.config, architectures=[arch], dtype="float32")
+        config.pop("torch_dtype", None)
+        write_json(out / "config.json", config)
+        write_safetensors(out / "model.safetensors", weights)
+    else:
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(str(out))
+
+
+# -- the self-check -----------------------------------------------------------------------------
+def _installed(*names) -> bool:
+    """Importable, not just present: a library that fails to import (e.g. PyLate with a
+    sentence-transformers it does not support) leaves the check to the engine's loader."""
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            return False
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 — any import-time failure means "not usable here"
+            return False
+    return True
+
+
+def _version(name: str) -> str:
+    import importlib.metadata as md
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "?"
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
+def _compare_vectors(ours, theirs, what: str) -> dict:
+    """Rows (or per-text token matrices) → max |Δ|, min cosine; a shape mismatch fails."""
+    diffs, cosines = [], []
+    for a, b in zip(ours, theirs):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        if a.shape != b.shape:
+            return {"compared": what, "max_abs_diff": float("inf"), "min_cosine": -1.0,
+                    "detail": f"shapes differ: {a.shape} here vs {b.shape} in the reference"}
+        diffs.append(float(np.abs(a - b).max()) if a.size else 0.0)
+        cosines.append(float(_cosines(a, b).min()) if a.size else 1.0)
+    return {"compared": what, "max_abs_diff": max(diffs), "min_cosine": min(cosines)}
+
+
+def _check_sentence_transformers(model, tokenizer, out: Path, texts) -> dict:
+    from engine.embedding import encode
+    ours = encode(model, tokenizer, texts)
+    if _installed("torch", "sentence_transformers"):
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.models import Normalize, Pooling
+        st = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+        theirs = st.encode(list(texts), convert_to_numpy=True)
+        pooling = next((m.get_pooling_mode_str() for m in st if isinstance(m, Pooling)), None)
+        report = {"reference": f"sentence-transformers {_version('sentence-transformers')}", "pooling": pooling,
+                  "normalize": any(isinstance(m, Normalize) for m in st), "prompts": dict(st.prompts),
+                  "default_prompt_name": st.default_prompt_name}
+    else:
+        from engine.models import load_model
+        again, tok2 = load_model(str(out), model.info.task)
+        theirs = encode(again, tok2, texts)
+        report = {"reference": "engine loader (sentence-transformers not installed)", "pooling": again.pooling,
+                  "normalize": again.normalize, "prompts": dict(again.info.prompts),
+                  "default_prompt_name": again.info.default_prompt_name}
+    report.update(_compare_vectors(ours, theirs, "sentence embeddings"))
+    report["ok"] = report["min_cosine"] >= COSINE_MIN
+    report["tolerance"] = f"cosine ≥ {COSINE_MIN}"
+    if report["pooling"] != model.pooling and not (report["pooling"] or "").startswith(model.pooling):
+        report["ok"], report["detail"] = False, f"pooling {report['pooling']} there vs {model.pooling} here"
+    return report
+
+
+def _check_pylate(model, tokenizer, out: Path, texts) -> dict:
+    from engine.embedding import encode
+    if _installed("torch", "pylate"):
+        from pylate import models
+        ref = models.ColBERT(str(out), device="cpu")
+        run = lambda is_query: ref.encode(list(texts), is_query=is_query)  # noqa: E731
+        report = {"reference": f"pylate {_version('pylate')}"}
+    else:
+        from engine.models import load_model
+        again, tok2 = load_model(str(out), "sentence-similarity", use_late_interaction=True)
+        run = lambda is_query: encode(again, tok2, texts, is_query=is_query)  # noqa: E731
+        report = {"reference": "engine loader (pylate not installed)"}
+    parts = [_compare_vectors(encode(model, tokenizer, texts, is_query=q), run(q), kind)
+             for q, kind in ((True, "query"), (False, "document"))]
+    report.update(compared="query and document token vectors",
+                  max_abs_diff=max(p["max_abs_diff"] for p in parts), min_cosine=min(p["min_cosine"] for p in parts),
+                  tolerance=f"cosine ≥ {COSINE_MIN} per token", pooling="none (one vector per token)",
+                  normalize="per token", prompts=dict(model.info.prompts), colbert=dict(model.info.colbert))
+    details = [p["detail"] for p in parts if "detail" in p]
+    if details:
+        report["detail"] = "; ".join(details)
+    report["ok"] = report["min_cosine"] >= COSINE_MIN
+    return report
+
+
+def _check_transformers(model, tokenizer, out: Path, texts) -> dict:
+    task = model.info.task
+    from engine.embedding import max_length_of
+    limit = min(128, max_length_of(model, tokenizer))
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+    embedding = isinstance(model, (EmbeddingModel, LateInteractionModel))
+    ours = model.hidden_states(mx.array(ids), mx.array(mask)) if embedding else model(mx.array(ids), mx.array(mask))
+    ours = np.array(ours.astype(mx.float32))
+    if _installed("torch"):
+        import torch
+        import transformers
+        from transformers import AutoTokenizer
+        cls = getattr(transformers, AUTO_CLASSES.get(task, "AutoModel") if not embedding else "AutoModel")
+        ref = cls.from_pretrained(str(out), dtype=torch.float32).eval()
+        saved_ids = AutoTokenizer.from_pretrained(str(out))(list(texts), truncation=True, max_length=limit)["input_ids"]
+        with torch.no_grad():
+            res = ref(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long))
+        theirs = (res.last_hidden_state if embedding else res.logits).float().numpy()
+        report = {"reference": f"transformers {_version('transformers')} ({cls.__name__})"}
+    else:
+        from engine.models import load_model
+        again, tok2 = load_model(str(out), task, use_late_interaction=False)
+        saved_ids = tok2(list(texts), truncation=True, max_length=limit)["input_ids"]
+        fn = again.hidden_states if embedding else again
+        theirs = np.array(fn(mx.array(ids), mx.array(mask)).astype(mx.float32))
+        report = {"reference": "engine loader (torch not installed)"}
+    rows = [list(r[m > 0]) for r, m in zip(ids, mask)]
+    same_tokens = [list(map(int, r)) for r in rows] == [list(map(int, r)) for r in saved_ids]
+    sel = (mask > 0) if ours.ndim == 3 else slice(None)  # token-level outputs: real positions only
+    diff = float(np.abs(ours[sel] - theirs[sel]).max()) if ours.shape == theirs.shape else float("inf")
+    scale = float(np.abs(theirs[sel]).max()) if ours.shape == theirs.shape else 1.0
+    tol = LOGITS_ATOL * max(1.0, scale)
+    report.update(compared="hidden states" if embedding else "logits", max_abs_diff=diff, min_cosine=None,
+                  tolerance=f"|Δ| ≤ {tol:.2g}", ok=diff <= tol and same_tokens)
+    if not same_tokens:
+        report["detail"] = "the saved tokenizer gives other token ids than the live one"
+    if "id2label" in model.info.config and task != "masked-lm":
+        report["labels"] = [model.info.config["id2label"][k] for k in sorted(model.info.config["id2label"], key=int)]
+        report["problem_type"] = model.info.config.get("problem_type")
+    return report
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading weights" progress bars from transformers while the reference model loads."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def self_check(model, tokenizer, out, fmt: str, texts=None) -> dict:
+    """Reload ``out`` in its library (or the engine) and compare with ``model`` on a few texts.
+    Returns the report ({reference, compared, rows, max_abs_diff, min_cosine, tolerance, ok, ...});
+    it does not raise — the caller writes the result, then fails on ``ok == False``."""
+    texts = [t for t in (texts or SAMPLE_TEXTS) if str(t).strip()][:8] or list(SAMPLE_TEXTS)
+    model.eval()
+    check = {"sentence-transformers": _check_sentence_transformers, "pylate": _check_pylate,
+             "transformers": _check_transformers}[fmt]
+    try:
+        with _quiet_loading():
+            report = check(model, tokenizer, Path(out), texts)
+    except Exception as exc:  # noqa: BLE001 — a folder its library cannot load fails the check
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        report = {"reference": {"sentence-transformers": "sentence-transformers", "pylate": "pylate"}.get(
+                      fmt, "transformers"), "compared": "loading the folder", "max_abs_diff": float("inf"),
+                  "min_cosine": None, "tolerance": "loads", "ok": False,
+                  "detail": f"it does not load: {type(exc).__name__}: {first}"}
+    report.update(format=fmt, rows=len(texts))
+    return report
+
+
+def check_failed(report: dict, out) -> ExportError:
+    return ExportError(
+        f"Export self-check failed for {out}: reloaded with {report['reference']}, {report['compared']} differ "
+        f"(max |Δ| = {report['max_abs_diff']:.3g}" + (f", min cosine {report['min_cosine']:.6f}"
+                                                      if report.get("min_cosine") is not None else "")
+        + f"; needs {report['tolerance']})" + (f": {report['detail']}" if report.get("detail") else "") + ".",
+        "The folder was written but does not reproduce this model. Please report it with --debug output.")
+
+
+def summary(report: dict) -> str:
+    """One line for people: the check's result."""
+    cos = f", min cosine {report['min_cosine']:.6f}" if report.get("min_cosine") is not None else ""
+    state = "ok" if report["ok"] else "FAILED"
+    return (f"self-check {state}: {report['compared']} via {report['reference']} on {report['rows']} texts, "
+            f"max |Δ| {report['max_abs_diff']:.2e}{cos}")
+
+
+# -- the two entry points -----------------------------------------------------------------------
+def write_card(model, out: Path, fmt: str, record: dict, check: dict, name: str | None = None) -> None:
+    from engine.model_card import render_card
+    from engine.models.saving import atomic_write
+    text = render_card(model, fmt, record, check, name=name)
+    atomic_write(Path(out) / "README.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def finish_output(model, tokenizer, out, record: dict, training_args=None) -> dict:
+    """End of a training run (after the model and raclate_run.json are written): self-check, model
+    card, the check in raclate_run.json, then the Hub push when asked. Raises on a mismatch."""
+    from engine.run import write_run_record
+    out = Path(out)
+    fmt = default_format(model)
+    if model.info.config.get("pad_token_id") is None:
+        complete_config(model, tokenizer)
+        if model.info.config.get("pad_token_id") is not None:
+            model.save_pretrained(out)
+    report = self_check(model, tokenizer, out, fmt)
+    hub_id = getattr(training_args, "hub_model_id", None) if getattr(training_args, "push_to_hub", False) else None
+    write_card(model, out, fmt, record, report, name=hub_id or out.name)
+    record["export"] = report
+    write_run_record(out, record)
+    if not report["ok"]:
+        raise check_failed(report, out)
+    if hub_id:
+        from engine.hub import push_folder
+        record["hub"] = push_folder(out, hub_id, private=bool(getattr(training_args, "hub_private", False)))
+        write_run_record(out, record)
+    return report
+
+
+def export_model(source: str, to, *, fmt: str | None = None, task: str | None = None,
+                 push_to_hub: str | None = None, private: bool = False, overwrite: bool = False,
+                 texts=None) -> dict:
+    """Load ``source``, write it to ``to`` in ``fmt`` (default: the task's own library), self-check,
+    card, copy of raclate_run.json with the export added, optional push. Returns the report."""
+    out = Path(to)
+    token = None
+    if push_to_hub:
+        from engine.hub import check_push
+        token = check_push(push_to_hub)  # before any work
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out} already exists and is not empty; nothing was written.",
+                              "Choose a new folder, or pass --overwrite to replace it.")
+        from engine.models.loading import resolve_model_dir
+        if out.resolve() == resolve_model_dir(source).resolve():
+            raise ExportError("The export folder is the model folder itself.", "Choose another --to folder.")
+        shutil.rmtree(out)
+    model, tokenizer, task, record = load_for_task(source, task)
+    fmt = check_format(model, fmt or default_format(model))
+    write_folder(model, tokenizer, out, fmt)
+    report = self_check(model, tokenizer, out, fmt, texts)
+    record = dict(record) if record else {"model": source, "task": task}
+    record.update(exported_from=str(source), export=report)
+    from engine.models.saving import write_json
+    write_json(out / RUN_FILE, record)
+    write_card(model, out, fmt, record, report, name=push_to_hub or out.name)
+    if not report["ok"]:
+        raise check_failed(report, out)
+    result = {"output_dir": str(out), "format": fmt, "task": task, "check": report}
+    if push_to_hub:
+        from engine.hub import push_folder
+        result["hub"] = push_folder(out, push_to_hub, private=private, token=token)
+    return result
