@@ -1,0 +1,317 @@
+"""Data page: open or drop data, preview its first rows, map columns to roles, choose validation
+data, read the live validation report and see exactly what the model reads for a row."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+                               QPushButton, QScrollArea, QSplitter, QStackedWidget, QTableView, QVBoxLayout, QWidget)
+
+from raclate_app import theme
+from raclate_app.checks import render_row
+from raclate_app.tasks import APP_TASKS, role_title
+from raclate_app.widgets.mapping import MappingEditor
+from raclate_app.widgets.model_sees import ModelSeesView
+from raclate_app.widgets.preview_model import PreviewModel
+from raclate_app.widgets.report import ReportView
+from raclate_app.widgets.source import (FILE_FILTER, EmptyState, SourceBar, SplitBox, paths_from_mime,
+                                        split_train_validation)
+
+
+class DataPage(QWidget):
+    title = "Data"
+    next_requested = Signal()
+
+    def __init__(self, project, parent=None):
+        super().__init__(parent)
+        self.project = project
+        self.setAcceptDrops(True)
+        self.source_bar = SourceBar()
+        self.error_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+        self.empty = EmptyState()
+        self.table_model = PreviewModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(False)
+        self.table.setWordWrap(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        self.info_label = QLabel()
+        self.model_sees = ModelSeesView()
+        self.task_combo = QComboBox()
+        for task in APP_TASKS:
+            self.task_combo.addItem(task.title, task.key)
+        self.mapping = MappingEditor()
+        self.split_box = SplitBox()
+        self.report = ReportView()
+        self.blocking = QLabel(wordWrap=True)
+        self.next_button = QPushButton("Next: Model && Task  →")
+        self._build()
+        self._connect()
+        self.empty.set_recent(project.settings.recent("files"))
+        self.on_source_changed()
+
+    # -- layout --------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        left = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.info_label)
+        top_layout.addWidget(self.table, 1)
+        sees = QGroupBox("What the model sees (selected row)")
+        QVBoxLayout(sees).addWidget(self.model_sees)
+        left.addWidget(top)
+        left.addWidget(sees)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 2)
+
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 4, 0)
+        task_row = QHBoxLayout()
+        task_row.addWidget(QLabel("<b>Task</b>"))
+        task_row.addWidget(self.task_combo, 1)
+        side_layout.addLayout(task_row)
+        roles = QGroupBox("Column roles")
+        QVBoxLayout(roles).addWidget(self.mapping)
+        side_layout.addWidget(roles)
+        side_layout.addWidget(self.split_box)
+        check = QGroupBox("Data check")
+        QVBoxLayout(check).addWidget(self.report)
+        side_layout.addWidget(check, 3)
+        side_scroll = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame)
+        side_scroll.setWidget(side)
+        side_scroll.setMinimumWidth(300)
+
+        content = QSplitter(Qt.Orientation.Horizontal)
+        content.addWidget(left)
+        content.addWidget(side_scroll)
+        content.setStretchFactor(0, 3)
+        content.setStretchFactor(1, 2)
+        content.setChildrenCollapsible(False)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(content)
+
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.blocking, 1)
+        bottom.addWidget(self.next_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.source_bar)
+        layout.addWidget(self.error_label)
+        layout.addWidget(self.stack, 1)
+        layout.addLayout(bottom)
+
+    def _connect(self) -> None:
+        p = self.project
+        self.source_bar.open_file_requested.connect(self.open_file_dialog)
+        self.source_bar.open_folder_requested.connect(self.open_folder_dialog)
+        self.source_bar.hub_requested.connect(lambda i, s, sp: p.open_source(i, s or None, sp or None))
+        self.empty.demo_requested.connect(p.load_demo)
+        self.empty.recent_requested.connect(p.open_source)
+        self.task_combo.currentIndexChanged.connect(lambda _i: p.set_task(self.task_combo.currentData()))
+        self.mapping.role_chosen.connect(p.set_role)
+        self.split_box.fraction_changed.connect(p.set_validation_split)
+        self.split_box.eval_file_requested.connect(self.open_eval_file_dialog)
+        self.split_box.eval_file_cleared.connect(lambda: p.set_eval_file(None))
+        self.report.row_clicked.connect(self.on_report_row_clicked)
+        self.table.selectionModel().currentRowChanged.connect(lambda cur, _prev: self.render_row(cur.row()))
+        self.next_button.clicked.connect(self.next_requested)
+        p.source_changed.connect(self.on_source_changed)
+        p.source_failed.connect(self.on_source_failed)
+        p.task_changed.connect(self.on_task_changed)
+        p.mapping_changed.connect(self.on_mapping_changed)
+        p.split_changed.connect(self.on_split_changed)
+        p.validation_started.connect(self.on_report_changed)
+        p.report_changed.connect(self.on_report_changed)
+        p.tokenizer_changed.connect(self.render_current_row)
+        p.training_changed.connect(self.render_current_row)
+
+    # -- opening data --------------------------------------------------------------------------------
+    def open_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open training data", self._start_dir(), FILE_FILTER)
+        if path:
+            self.open_paths([Path(path)])
+
+    def open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder with train/validation files", self._start_dir())
+        if path:
+            self.open_paths([Path(path)])
+
+    def open_eval_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Validation file", self._start_dir(), FILE_FILTER)
+        if path:
+            self.project.set_eval_file(path)
+        else:
+            self.split_box.update_from(self.project)
+
+    def _start_dir(self) -> str:
+        recent = self.project.settings.recent("files")
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    def open_paths(self, paths: list[Path]) -> bool:
+        train, validation = split_train_validation(paths)
+        if train is None:
+            return False
+        self.project.open_source(str(train))
+        if validation is not None:
+            self.project.set_eval_file(str(validation))
+        return True
+
+    def dragEnterEvent(self, event) -> None:
+        if paths_from_mime(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        if self.open_paths(paths_from_mime(event.mimeData())):
+            event.acceptProposedAction()
+
+    # -- project → widgets ---------------------------------------------------------------------------
+    def on_source_changed(self) -> None:
+        p = self.project
+        pv = p.preview
+        self.error_label.hide()
+        self.table_model.set_preview(pv)
+        self.stack.setCurrentIndex(1 if pv else 0)
+        if pv is None:
+            self.empty.set_recent(p.settings.recent("files"))
+            self.model_sees.show_message("Select a row of the preview to see exactly what the model reads.")
+            self._update_blocking()
+            return
+        total = f"{'≈' if pv.num_rows_is_estimate else ''}{pv.num_rows:,} rows" if pv.num_rows is not None else \
+            "row count unknown"
+        splits = f" · splits: {', '.join(pv.splits)}" if pv.splits else ""
+        self.info_label.setText(f"<b>{Path(p.source).name or p.source}</b> · {pv.format} · {total}{splits} · "
+                                f"showing the first {len(pv.rows):,}")
+        self.info_label.setToolTip(p.source)
+        self.on_mapping_changed(rebuild=True)
+        self.split_box.update_from(p)
+        self.table.resizeColumnsToContents()
+        for c in range(self.table_model.columnCount()):
+            self.table.setColumnWidth(c, min(max(self.table.columnWidth(c), 90), 360))
+        if pv.rows:
+            self.table.selectRow(0)
+
+    def on_split_changed(self) -> None:
+        self.split_box.update_from(self.project)
+
+    def render_current_row(self) -> None:
+        self.render_row(self.table.currentIndex().row())
+
+    def on_source_failed(self, exc) -> None:
+        color = theme.hex_of(theme.status_color("over"))
+        self.error_label.setText(f"<span style='color:{color}'><b>Could not open the data.</b></span> {exc}")
+        self.error_label.show()
+
+    def on_task_changed(self, key: str) -> None:
+        self.task_combo.blockSignals(True)
+        self.task_combo.setCurrentIndex(max(self.task_combo.findData(key), 0))
+        self.task_combo.blockSignals(False)
+        self.on_mapping_changed(rebuild=True)
+
+    def on_mapping_changed(self, rebuild: bool = False) -> None:
+        p = self.project
+        if p.preview is None:
+            return
+        if rebuild or set(self.mapping.combos) != set(p.columns) or self.mapping._task is not p.task:
+            self.mapping.set_columns(p.columns, p.preview.dtypes, p.mapping, p.task)
+        else:
+            self.mapping.set_mapping(p.mapping)
+        self.table_model.set_roles(p.mapping, {c: role_title(r, p.task) for c, r in p.mapping.items()})
+        self.render_row(self.table.currentIndex().row())
+        self._update_blocking()
+
+    def on_report_changed(self) -> None:
+        p = self.project
+        if p.check is None:
+            self.report.show_message("Checking the data …" if p.validating else "No data yet.")
+        else:
+            self.report.show_report(p.check.report, checking=p.validating, notes=self._mapping_notes())
+        self._update_blocking()
+
+    def _mapping_notes(self) -> list[str]:
+        """Columns the engine would still use although the page shows them as ignored."""
+        from engine.data import DataError
+        from engine.data.mapping import resolve_columns
+        p = self.project
+        chosen = p.engine_columns()
+        try:
+            resolved = resolve_columns(p.columns, p.task.engine_task, chosen)
+        except DataError:
+            return []
+        return [f"Column “{col}” is set to ignore, but training will still use it as "
+                f"{role_title(role, p.task)} (the engine completes the mapping from column names)."
+                for role, col in resolved.items() if role not in chosen and col not in chosen.values()]
+
+    def _update_blocking(self) -> None:
+        problem = self.project.blocking_problem()
+        level = self.project.blocking_level(problem)
+        color = theme.muted_text() if level == "unknown" else theme.status_color(level)
+        self.blocking.setText(f"<span style='color:{theme.hex_of(color)}'>"
+                              f"{problem or '✓ The data is ready for training.'}</span>")
+
+    # -- rows ----------------------------------------------------------------------------------------
+    def on_report_row_clicked(self, file, number: int, split: str) -> None:
+        pv = self.project.preview
+        if pv is None:
+            return
+        if file and pv.file and Path(file).resolve() != Path(pv.file).resolve():
+            self.project.notice.emit(f"That row is in {Path(file).name}, which is not the previewed file.")
+            return
+        self.show_row(self.table_model.row_for_line(number))
+
+    def show_row(self, row: int) -> None:
+        if 0 <= row < self.table_model.rowCount():
+            index = self.table_model.index(row, 0)
+            self.table.selectionModel().setCurrentIndex(
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+            self.table.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+            return
+        pv = self.project.preview
+        if row >= 0 and (pv.num_rows is None or row < pv.num_rows):
+            self.project.notice.emit(f"Loading more rows to show row {row + self.table_model.first_row_number} …")
+            self.project.more_rows(row + 100, lambda more: self._on_more_rows(more, row))
+
+    def _on_more_rows(self, more, row: int) -> None:
+        if row >= len(more.rows):
+            self.project.notice.emit(f"Row {row + self.table_model.first_row_number} is past what the preview reads; "
+                                     "open the file in an editor to see it.")
+            return
+        self.project.preview = more
+        self.table_model.set_preview(more)
+        self.on_mapping_changed()
+        self.show_row(row)
+
+    def render_row(self, row: int) -> None:
+        p = self.project
+        if p.preview is None or row < 0 or row >= len(self.table_model.rows):
+            return
+        if p.tokenizer is None:
+            self.model_sees.show_message(f"Could not load the tokenizer of “{p.model}”: {p.tokenizer_error}"
+                                         if p.tokenizer_error else "Loading the model's tokenizer …")
+            return
+        columns = p.engine_columns()
+        if any(r not in columns for r in p.task.required):
+            self.model_sees.show_message("Map the required columns to see what the model reads.")
+            return
+        values = p.training_values()
+        label = f"{self.table_model.numbering.capitalize()} {row + self.table_model.first_row_number}"
+        titles = {r: role_title(r, p.task) for r in list(columns) + ["text", "tokens"]}
+        tokenizer = p.tokenizer
+        p.worker.submit("render", render_row, dict(self.table_model.rows[row]), columns, tokenizer,
+                        p.task.engine_task, values["max_length"],
+                        on_done=lambda out: self.model_sees.show_rendered(out, label, titles, tokenizer),
+                        on_error=lambda exc: self.model_sees.show_message(f"Cannot render this row: {exc}"))
+
+
+if __name__ == "__main__":
+    from raclate_app.pages import run_alone
+    sys.exit(run_alone(DataPage))

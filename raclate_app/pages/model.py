@@ -1,0 +1,281 @@
+"""Model & Task page: the task (with a one-line explanation each), the model (built-in, a folder,
+a Hub id or a recent one) with presets per architecture, basic and folded advanced settings built
+from TrainingArgs, and a memory estimate against this machine with a "largest batch that fits"."""
+from __future__ import annotations
+
+import sys
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QPushButton, QRadioButton, QScrollArea, QToolButton, QVBoxLayout, QWidget)
+
+from raclate_app import memory, theme
+from raclate_app.forms import ADVANCED, BASIC, SettingsForm
+from raclate_app.model_info import FAMILY_NAMES, summarize
+from raclate_app.tasks import APP_TASKS
+
+DEFAULT_LABEL = "default — all-MiniLM-L6-v2 (built in)"
+
+
+class ModelPage(QWidget):
+    title = "Model & Task"
+    next_requested = Signal()
+
+    def __init__(self, project, parent=None):
+        super().__init__(parent)
+        self.project = project
+        self.summary = None
+        self.available, self.available_source = memory.machine_memory()
+        self.task_group = QButtonGroup(self)
+        self.task_buttons: dict[str, QRadioButton] = {}
+        self.model_combo = QComboBox(editable=True)
+        self.model_combo.setMinimumContentsLength(28)
+        self.model_combo.lineEdit().setPlaceholderText("default, a folder, or a Hub id such as BAAI/bge-small-en-v1.5")
+        self.folder_button = QPushButton("Choose folder…")
+        self.model_info = QLabel(wordWrap=True)
+        self.preset_label = QLabel(wordWrap=True)
+        self.basic = SettingsForm(BASIC)
+        self.advanced = SettingsForm(ADVANCED)
+        self.advanced.hide()
+        self.advanced_toggle = QToolButton(text="Advanced settings", checkable=True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setAutoRaise(True)
+        self.memory_label = QLabel(wordWrap=True)
+        self.memory_detail = QLabel(wordWrap=True)
+        self.memory_hint = QLabel(wordWrap=True)
+        self.fit_button = QPushButton("Use the largest batch that fits")
+        self.blocking = QLabel(wordWrap=True)
+        self.next_button = QPushButton("Next: Train  →")
+        self._build()
+        self._connect()
+        self.on_task_changed(project.task_key)
+        self._fill_models()
+        project.set_training({**self.basic.values(), **self.advanced.values()})
+        self.on_model_changed(project.model)
+        self._update_blocking()
+
+    def _build(self) -> None:
+        tasks = QGroupBox("Task")
+        grid = QGridLayout(tasks)
+        muted = theme.hex_of(theme.muted_text())
+        for i, task in enumerate(APP_TASKS):
+            button = QRadioButton(task.title)
+            button.setObjectName(f"task:{task.key}")
+            blurb = QLabel(f"<span style='color:{muted}'>{task.blurb}</span>", wordWrap=True)
+            blurb.setIndent(22)
+            grid.addWidget(button, 2 * (i // 2), i % 2)
+            grid.addWidget(blurb, 2 * (i // 2) + 1, i % 2)
+            self.task_group.addButton(button)
+            self.task_buttons[task.key] = button
+            button.toggled.connect(lambda on, k=task.key: on and self.project.set_task(k))
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+
+        model = QGroupBox("Model")
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.folder_button)
+        model_layout = QVBoxLayout(model)
+        model_layout.addLayout(row)
+        model_layout.addWidget(self.model_info)
+        model_layout.addWidget(self.preset_label)
+
+        settings = QGroupBox("Training settings")
+        s_layout = QVBoxLayout(settings)
+        s_layout.addWidget(self.basic)
+        s_layout.addWidget(self.advanced_toggle)
+        s_layout.addWidget(self.advanced)
+
+        mem = QGroupBox("Memory")
+        m_layout = QVBoxLayout(mem)
+        m_layout.addWidget(self.memory_label)
+        m_layout.addWidget(self.memory_detail)
+        m_layout.addWidget(self.memory_hint)
+        m_layout.addWidget(self.fit_button, 0, Qt.AlignmentFlag.AlignLeft)
+
+        left, right = QVBoxLayout(), QVBoxLayout()
+        left.addWidget(tasks)
+        left.addWidget(model)
+        left.addStretch()
+        right.addWidget(settings)
+        right.addWidget(mem)
+        right.addStretch()
+        columns = QHBoxLayout()
+        columns.addLayout(left, 3)
+        columns.addLayout(right, 2)
+        body = QWidget()
+        body.setLayout(columns)
+        scroll = QScrollArea(widgetResizable=True, frameShape=QScrollArea.Shape.NoFrame)
+        scroll.setWidget(body)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.blocking, 1)
+        bottom.addWidget(self.next_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(scroll, 1)
+        layout.addLayout(bottom)
+
+    def _connect(self) -> None:
+        p = self.project
+        self.model_combo.activated.connect(lambda _i: p.set_model(self.chosen_model()))
+        self.model_combo.lineEdit().editingFinished.connect(lambda: p.set_model(self.chosen_model()))
+        self.folder_button.clicked.connect(self.choose_folder)
+        self.advanced_toggle.toggled.connect(self.on_advanced_toggled)
+        for form in (self.basic, self.advanced):
+            form.values_changed.connect(self.on_form_changed)
+        self.fit_button.clicked.connect(self.use_largest_batch)
+        self.next_button.clicked.connect(self.next_requested)
+        p.task_changed.connect(self.on_task_changed)
+        p.model_changed.connect(self.on_model_changed)
+        p.mapping_changed.connect(self.update_memory)
+        for sig in (p.report_changed, p.validation_started, p.mapping_changed, p.source_changed):
+            sig.connect(self._update_blocking)
+
+    # -- task & model -------------------------------------------------------------------------------
+    def on_task_changed(self, key: str) -> None:
+        button = self.task_buttons.get(key)
+        if button and not button.isChecked():
+            button.blockSignals(True)
+            button.setChecked(True)
+            button.blockSignals(False)
+        self.update_memory()
+
+    def _fill_models(self) -> None:
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItem(DEFAULT_LABEL, "default")
+        for name in self.project.settings.recent("models"):
+            if name != "default":
+                self.model_combo.addItem(name, name)
+        self.model_combo.blockSignals(False)
+
+    def chosen_model(self) -> str:
+        text = self.model_combo.currentText().strip()
+        index = self.model_combo.findText(text)
+        return self.model_combo.itemData(index) if index >= 0 else (text or "default")
+
+    def choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a model folder (with config.json)")
+        if path:
+            self.project.set_model(path)
+
+    def on_model_changed(self, name: str) -> None:
+        index = self.model_combo.findData(name)
+        if index < 0:
+            self.model_combo.addItem(name, name)
+            index = self.model_combo.count() - 1
+        self.model_combo.blockSignals(True)
+        self.model_combo.setCurrentIndex(index)
+        self.model_combo.blockSignals(False)
+        self.model_info.setText("Reading the model's config.json …")
+        self.project.worker.submit("summary", summarize, name, on_done=lambda s: self.on_summary(name, s),
+                                   on_error=lambda exc: self.on_summary(name, None))
+
+    def on_summary(self, name: str, summary) -> None:
+        if name != self.project.model:
+            return
+        self.summary = summary
+        if summary is None and _looks_like_path(name):
+            self.model_info.setText(f"<span style='color:{theme.hex_of(theme.status_color('over'))}'>"
+                                    f"There is no folder {name}. Choose the folder that holds config.json, "
+                                    "or type a Hub id such as BAAI/bge-small-en-v1.5.</span>")
+            self.preset_label.clear()
+        elif summary is None:
+            self.model_info.setText("Not on this machine yet: the model is downloaded from the Hugging Face Hub "
+                                    "when training starts. No preset or memory estimate until then.")
+            self.preset_label.clear()
+        elif not summary.config:
+            self.model_info.setText(f"<span style='color:{theme.hex_of(theme.status_color('over'))}'>"
+                                    f"{summary.folder} has no config.json: pick the folder that holds it.</span>")
+            self.preset_label.clear()
+        else:
+            self.model_info.setText(summary.describe())
+            self.apply_preset()
+        self.update_memory()
+
+    def apply_preset(self) -> None:
+        preset = self.summary.preset if self.summary else None
+        if not preset:
+            self.preset_label.setText("No preset for this architecture; the settings stay as they are.")
+            return
+        values = dict(preset)
+        limit = self.summary.config.get("max_position_embeddings")
+        if limit:
+            values["max_length"] = min(values["max_length"], int(limit))
+        self.basic.set_values(values)
+        name = FAMILY_NAMES.get(self.summary.model_type, self.summary.model_type)
+        self.preset_label.setText(
+            f"<span style='color:{theme.hex_of(theme.muted_text())}'>{name} preset applied: batch size "
+            f"{values['batch_size']}, learning rate {values['learning_rate']:.0e}, max length {values['max_length']}."
+            "</span>")
+
+    # -- settings & memory ----------------------------------------------------------------------------
+    def on_advanced_toggled(self, on: bool) -> None:
+        self.advanced.setVisible(on)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    def on_form_changed(self, _values=None) -> None:
+        self.project.set_training({**self.basic.values(), **self.advanced.values()})
+        self.update_memory()
+
+    def _estimate_kwargs(self) -> dict:
+        p = self.project
+        values = p.training_values()
+        texts = 1
+        if p.task.engine_task == "sentence-similarity":
+            texts = max(2, sum(1 for r in p.engine_columns() if r.startswith(("text", "negative"))))
+        return {"texts_per_example": texts, "grad_checkpoint": bool(values["grad_checkpoint"]),
+                "freeze_embeddings": bool(values["freeze_embeddings"]),
+                "vocab_logits": p.task.engine_task == "masked-lm"}
+
+    def update_memory(self) -> None:
+        s = self.summary
+        if not s or not s.config or not s.parameters:
+            self.memory_label.setText("Memory estimate: needs the model's config.json.")
+            self.memory_detail.clear()
+            self.memory_hint.clear()
+            self.fit_button.setEnabled(False)
+            return
+        values = self.project.training_values()
+        kw = self._estimate_kwargs()
+        est = memory.estimate(s.config, s.parameters, values["batch_size"], values["max_length"], **kw)
+        level = memory.verdict(est.total, self.available)
+        fitting = memory.largest_batch(s.config, s.parameters, values["max_length"], self.available or 0, **kw)
+        color = theme.hex_of(theme.status_color(level))
+        words = {"ok": "fits", "tight": "tight", "over": "does not fit", "unknown": "machine memory unknown"}[level]
+        self.memory_label.setText(f"<span style='color:{color}; font-size:15px'><b>≈ {memory.human_bytes(est.total)}"
+                                  f"</b> of {memory.human_bytes(self.available)} — {words}</span>")
+        self.memory_label.setProperty("level", level)
+        self.memory_detail.setText(
+            f"<span style='color:{theme.hex_of(theme.muted_text())}'>weights {memory.human_bytes(est.weights)} · "
+            f"gradients {memory.human_bytes(est.gradients)} · AdamW {memory.human_bytes(est.optimizer)} · "
+            f"activations {memory.human_bytes(est.activations)} for batch {values['batch_size']} × "
+            f"{kw['texts_per_example']} text(s) × {values['max_length']} tokens (worst case: every text at the max "
+            f"length; shorter texts use less). Machine: {self.available_source}."
+            "</span>")
+        self.memory_hint.setText(memory.suggestion(level, grad_checkpoint=kw["grad_checkpoint"],
+                                                   batch_size=values["batch_size"], fitting_batch=fitting))
+        self.memory_hint.setVisible(bool(self.memory_hint.text()))
+        self.fit_button.setEnabled(fitting > 0)
+        self.fit_button.setToolTip(f"Sets the batch size to {fitting}." if fitting else "Even batch size 1 does not fit.")
+        self._fitting = fitting
+
+    def use_largest_batch(self) -> None:
+        if getattr(self, "_fitting", 0):
+            self.basic.set_values({"batch_size": self._fitting})
+
+    def _update_blocking(self) -> None:
+        problem = self.project.blocking_problem()
+        level = self.project.blocking_level(problem)
+        color = theme.muted_text() if level == "unknown" else theme.status_color(level)
+        self.blocking.setText(f"<span style='color:{theme.hex_of(color)}'>{problem or '✓ Ready to train.'}</span>")
+
+
+def _looks_like_path(name: str) -> bool:
+    import os
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) or name.count("/") > 1
+
+
+if __name__ == "__main__":
+    from raclate_app.pages import run_alone
+    sys.exit(run_alone(ModelPage))

@@ -1,0 +1,132 @@
+"""Model & Task page: forms built from TrainingArgs, task picker, presets from config.json, the
+memory estimate and the largest batch that fits."""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import pytest
+
+from tests.test_app_support import app_settings, project, screenshots, shot, wait_idle  # noqa: F401
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def model_page(qtbot, project):
+    from raclate_app.pages.model import ModelPage
+    page = ModelPage(project)
+    qtbot.addWidget(page)
+    page.resize(1280, 820)
+    page.show()
+    qtbot.waitUntil(lambda: page.summary is not None, timeout=20_000)
+    return page
+
+
+def test_forms_are_built_from_training_args(qtbot):
+    from raclate_app.forms import ADVANCED, BASIC, SettingsForm
+    from raclate_app.state import training_defaults
+
+    from engine.training_args import TrainingArgs
+    form = SettingsForm(BASIC + ADVANCED)
+    qtbot.addWidget(form)
+    defaults = training_defaults()
+    values = form.values()
+    for name, value in values.items():
+        assert value == pytest.approx(defaults[name]), name
+    helps = {f.name: f.metadata["help"] for f in fields(TrainingArgs)}
+    for name, editor in form.editors.items():
+        assert editor.toolTip() == helps[name]
+    TrainingArgs(**values)   # every value the form gives is valid for the dataclass
+
+
+def test_basic_settings_visible_advanced_folded(model_page):
+    assert set(model_page.basic.editors) == {"num_train_epochs", "batch_size", "learning_rate", "max_length"}
+    assert model_page.basic.isVisible() and not model_page.advanced.isVisible()
+    for name in ("gradient_accumulation_steps", "grad_checkpoint", "lr_scheduler_type", "warmup_ratio",
+                 "freeze_embeddings", "eval_steps", "save_steps", "seed"):
+        assert name in model_page.advanced.editors
+    model_page.advanced_toggle.click()
+    assert model_page.advanced.isVisible()
+    lr = model_page.basic.editors["learning_rate"]
+    assert lr.text() == "5e-05"
+    lr.stepBy(1)
+    assert model_page.project.training["learning_rate"] == pytest.approx(1e-4)
+
+
+def test_task_picker_explains_and_sets_roles(qtbot, model_page, project):
+    from raclate_app.tasks import APP_TASKS
+    assert [b.text() for b in model_page.task_buttons.values()] == [t.title for t in APP_TASKS]
+    model_page.task_buttons["regression"].click()
+    assert project.task_key == "regression" and project.task.engine_task == "text-classification"
+    assert project.training_values()["is_regression"] is True
+    model_page.task_buttons["late-interaction"].click()
+    values = project.training_values()
+    assert values["use_late_interaction"] is True and values["is_regression"] is None
+    assert project.task.roles == ("text", "text_pair", "negative", "label", "ignore")
+
+
+def test_default_model_preset_and_memory(model_page, screenshots):
+    s = model_page.summary
+    assert s.model_type == "bert" and 22e6 < s.parameters < 23e6   # all-MiniLM-L6-v2, from safetensors headers
+    assert "BERT" in model_page.model_info.text()
+    assert model_page.basic.values()["batch_size"] == 32 and "preset" in model_page.preset_label.text()
+    assert "GB" in model_page.memory_label.text() or "MB" in model_page.memory_label.text()
+    shot(model_page, screenshots, "model_default")
+
+
+def test_preset_from_a_model_folder(qtbot, model_page, project, tmp_path):
+    folder = tmp_path / "mbert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "modernbert", "hidden_size": 256, "num_hidden_layers": 4, "intermediate_size": 384,
+        "num_attention_heads": 4, "vocab_size": 50368, "max_position_embeddings": 384}))
+    project.set_model(str(folder))
+    qtbot.waitUntil(lambda: model_page.summary is not None and model_page.summary.folder == folder, timeout=20_000)
+    values = model_page.basic.values()
+    assert values["batch_size"] == 16 and values["learning_rate"] == pytest.approx(8e-5)
+    assert values["max_length"] == 384            # the preset's 512, capped at max_position_embeddings
+    assert "ModernBERT" in model_page.model_info.text()
+    assert model_page.model_combo.currentText() == str(folder)
+    assert str(folder) in project.settings.recent("models")
+    wait_idle(qtbot, project)
+
+
+def test_memory_turns_red_and_largest_batch_fits(qtbot, model_page, project, screenshots):
+    model_page.available = 4 * 2 ** 30            # pretend this machine has 4 GB free
+    model_page.basic.set_values({"batch_size": 256, "max_length": 512})
+    assert model_page.memory_label.property("level") == "over"
+    hint = model_page.memory_hint.text()
+    assert "gradient checkpointing" in hint and "accumulation" in hint
+    shot(model_page, screenshots, "model_memory_over")
+    assert model_page.fit_button.isEnabled()
+    model_page.fit_button.click()
+    batch = model_page.basic.values()["batch_size"]
+    assert 0 < batch < 256 and project.training["batch_size"] == batch
+    assert model_page.memory_label.property("level") in ("ok", "tight")
+
+
+def test_unknown_hub_model_says_so(qtbot, model_page, project):
+    project.set_model("nobody/not-a-model-xyz")
+    qtbot.waitUntil(lambda: model_page.summary is None and "Hub" in model_page.model_info.text(), timeout=20_000)
+    assert not model_page.fit_button.isEnabled()
+    wait_idle(qtbot, project)
+
+
+def test_memory_estimate_math():
+    from raclate_app import memory
+    config = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536, "num_attention_heads": 12,
+              "vocab_size": 30522, "max_position_embeddings": 512, "model_type": "bert"}
+    small = memory.estimate(config, 22_700_000, 8, 128)
+    big = memory.estimate(config, 22_700_000, 16, 128)
+    ckpt = memory.estimate(config, 22_700_000, 16, 128, grad_checkpoint=True)
+    frozen = memory.estimate(config, 22_700_000, 16, 128, freeze_embeddings=True)
+    assert big.activations == 2 * small.activations and ckpt.activations < big.activations / 2
+    assert small.weights == 4 * 22_700_000 and small.optimizer == 2 * small.gradients
+    assert frozen.optimizer < big.optimizer
+    available = 8 * 2 ** 30
+    fit = memory.largest_batch(config, 22_700_000, 128, available)
+    assert memory.estimate(config, 22_700_000, fit, 128).total <= memory.FIT_FRACTION * available
+    assert memory.estimate(config, 22_700_000, fit + 8, 128).total > memory.FIT_FRACTION * available
+    total, source = memory.machine_memory()
+    assert total and total > 0 and source
