@@ -1,13 +1,27 @@
-"""Training throughput: this trainer vs its PyTorch peers, in one run, on the same data, model, batch
-size, max length and number of steps. Each configuration runs in its own process (clean peak RSS).
+"""Training throughput and quality: this trainer vs its PyTorch peers, in one run, on the same rows, batch
+size, max length, number of steps and hyperparameters. Each configuration runs in its own process
+(clean peak RSS), one after the other.
 
-    python benchmarks/train_throughput.py [--steps 30] [--warmup 5] [--batch-size 16] [--max-length 128]
-        [--only mnrl,clf,mbert-mnrl,mbert-clf]
+    python benchmarks/train_throughput.py [--steps 40] [--warmup 5] [--batch-size 16] [--max-length 128]
+        [--only mnrl,clf,mbert-mnrl,mbert-clf] [--kinds peer,ours,ours-eager] [--seeds 0]
 
-Rows: MNRL on question/answer pairs (resources/demo/pairs.jsonl) and text classification
-(resources/demo/reviews.csv), on the embedded all-MiniLM-L6-v2 and on a small random ModernBERT
-(4 layers, hidden 256). Peers: sentence-transformers' trainer (MNRL), the transformers Trainer
-(classification), both PyTorch on the CPU. Ours with and without mx.compile.
+Rows: MNRL on question/answer pairs (resources/demo/pairs.jsonl) and 3-class text classification
+(resources/demo/reviews.csv), on the embedded all-MiniLM-L6-v2 and on a small random ModernBERT (4 layers,
+hidden 256). Every 5th row is held out for evaluation; training cycles over the other rows in epochs (no
+row twice in a batch). Peers: sentence-transformers' trainer (MNRL) and the transformers Trainer
+(classification), PyTorch on the CPU. Ours compiled (the default) and eager.
+
+Same for all: AdamW lr 5e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0.01, linear schedule with 10%
+warmup, clip 1.0, seed. Differences by design: the peers draw random batches padded to their longest,
+ours length-grouped batches padded to a multiple of 8; the peers tokenize in the data loader, ours once
+before training; MiniLM's PyTorch forward applies dropout 0.1 (ModernBERT's default dropout is 0),
+ours none.
+
+Columns: examples/s over the steps after ``--warmup`` (first compilations, caches); "vs peer"; peak RSS
+of the process; final loss = mean of the last 10 steps' losses; train s = the whole train() call
+(tokenizing and compiling included); the held-out metric after training: MRR@10 of each question's
+answer among all held-out answers (MNRL), accuracy and macro-F1 (classification).
+``--base-root DIR`` adds a row for the engine of another checkout (e.g. before a change).
 """
 from __future__ import annotations
 
@@ -15,7 +29,9 @@ import argparse
 import csv
 import json
 import os
+import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,18 +40,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo"
+LR, WEIGHT_DECAY, WARMUP = 5e-5, 0.01, 0.1
 
 
-def rows_for(task: str, n_min: int):
+def rows_for(task: str, split: str = "train") -> list[dict]:
+    """The demo rows of ``task`` ("mnrl" pairs, else classification); every 5th row is the "eval" split."""
     if task == "mnrl":
         rows = [json.loads(l) for l in (DEMO / "pairs.jsonl").read_text().splitlines() if l.strip()]
         rows = [{"text": r["question"], "text_pair": r["answer"]} for r in rows]
     else:
         with open(DEMO / "reviews.csv", newline="") as f:
             rows = [{"text": r["text"], "label": r["label"]} for r in csv.DictReader(f)]
-    while len(rows) < n_min:
-        rows = rows + rows
-    return rows
+    if split == "all":
+        return rows
+    return [r for i, r in enumerate(rows) if (i % 5 == 4) == (split == "eval")]
 
 
 def small_modernbert(tmp: Path) -> str:
@@ -54,17 +72,44 @@ def small_modernbert(tmp: Path) -> str:
     return str(path)
 
 
+# -- held-out metrics: one implementation for every row ------------------------------------------
+def retrieval_metrics(queries, documents) -> dict:
+    """Question i's answer is document i; cosine ranking among all held-out answers."""
+    import numpy as np
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    d = documents / np.linalg.norm(documents, axis=1, keepdims=True)
+    scores = q @ d.T
+    rank = (scores > scores[np.arange(len(q)), np.arange(len(q))][:, None]).sum(axis=1)  # 0 = first
+    return {"mrr@10": float(np.mean(np.where(rank < 10, 1.0 / (rank + 1), 0.0))),
+            "acc@1": float(np.mean(rank == 0))}
+
+
+def classification_metrics(logits, labels) -> dict:
+    import numpy as np
+    pred, labels = np.argmax(logits, axis=1), np.asarray(labels)
+    f1 = []
+    for c in range(logits.shape[1]):
+        tp, fp, fn = np.sum((pred == c) & (labels == c)), np.sum((pred == c) & (labels != c)), np.sum((pred != c) & (labels == c))
+        f1.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return {"accuracy": float(np.mean(pred == labels)), "macro_f1": float(np.mean(f1))}
+
+
+def label_names(task):
+    return sorted({r["label"] for r in rows_for(task, "all")})
+
+
+# -- the children --------------------------------------------------------------------------------
 def child_ours(task, model_path, a, compile_):
     import numpy as np
     from datasets import Dataset
+    import mlx.core as mx
+    from engine import encode
     from engine.data.labels import LabelInfo
     from engine.models import load_model
     from engine.trainer import Trainer
     from engine.training_args import TrainingArgs
-    rows = rows_for(task, a.batch_size * a.steps)
-    label_info = None
+    rows, names, label_info = rows_for(task), label_names(task), None
     if task == "clf":
-        names = sorted({r["label"] for r in rows})
         rows = [{"text": r["text"], "label": names.index(r["label"])} for r in rows]
         label_info = LabelInfo(names=names, num_labels=len(names), is_regression=False)
         model, tok = load_model(model_path, "text-classification", id2label=names)
@@ -77,15 +122,26 @@ def child_ours(task, model_path, a, compile_):
             times.append(time.perf_counter())
             losses.append(e["loss"])
 
-    args = TrainingArgs(output_dir="", batch_size=a.batch_size, max_steps=a.steps, learning_rate=5e-5,
-                        warmup_ratio=0.1, logging_steps=1, save_steps=0, max_length=a.max_length,
-                        compile=compile_, seed=0)
+    args = TrainingArgs(output_dir="", batch_size=a.batch_size, max_steps=a.steps, learning_rate=LR,
+                        weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP, logging_steps=1, save_steps=0,
+                        max_length=a.max_length, compile=compile_, seed=a.seed)
     task_type = "text-classification" if task == "clf" else "sentence-similarity"
+    start = time.perf_counter()
     Trainer(model, tok, task_type, args, Dataset.from_list(rows), callbacks=[on_event], label_info=label_info).train()
-    return times, losses
+    train_s = time.perf_counter() - start
+    held = rows_for(task, "eval")
+    if task == "clf":
+        enc = tok([r["text"] for r in held], padding=True, truncation=True, max_length=a.max_length, return_tensors="np")
+        logits = np.array(model(mx.array(enc["input_ids"].astype(np.int32)), mx.array(enc["attention_mask"].astype(np.int32))))
+        metrics = classification_metrics(logits, [names.index(r["label"]) for r in held])
+    else:
+        embed = lambda texts: np.asarray(encode(model, tok, texts, batch_size=32, max_length=a.max_length))
+        metrics = retrieval_metrics(embed([r["text"] for r in held]), embed([r["text_pair"] for r in held]))
+    return times, losses, train_s, metrics
 
 
 def child_peer(task, model_path, a):
+    import numpy as np
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -99,9 +155,10 @@ def child_peer(task, model_path, a):
             if logs and "loss" in logs:
                 losses.append(logs["loss"])
 
-    rows = rows_for(task, a.batch_size * a.steps)
-    common = dict(per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=5e-5,
-                  warmup_steps=0.1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+    rows, names, held = rows_for(task), label_names(task), rows_for(task, "eval")
+    common = dict(per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=LR,
+                  weight_decay=WEIGHT_DECAY, warmup_steps=WARMUP, lr_scheduler_type="linear", max_grad_norm=1.0,
+                  logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=a.seed,
                   dataloader_drop_last=True)
     with tempfile.TemporaryDirectory() as out:
         if task == "mnrl":
@@ -118,11 +175,10 @@ def child_peer(task, model_path, a):
             ds = Dataset.from_list([{"anchor": r["text"], "positive": r["text_pair"]} for r in rows])
             trainer = SentenceTransformerTrainer(
                 model=model, args=SentenceTransformerTrainingArguments(output_dir=out, **common), train_dataset=ds,
-                loss=st_losses.MultipleNegativesRankingLoss(model), callbacks=[Timer()])
+                loss=st_losses.MultipleNegativesRankingLoss(model, scale=20.0), callbacks=[Timer()])
         else:
             from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                                       Trainer, TrainingArguments)
-            names = sorted({r["label"] for r in rows})
             tok = AutoTokenizer.from_pretrained(model_path)
             model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(names))
             ds = Dataset.from_list([{"text": r["text"], "label": names.index(r["label"])} for r in rows])
@@ -130,67 +186,118 @@ def child_peer(task, model_path, a):
                         remove_columns=["text"])
             trainer = Trainer(model=model, args=TrainingArguments(output_dir=out, **common), train_dataset=ds,
                               data_collator=DataCollatorWithPadding(tok), callbacks=[Timer()])
+        start = time.perf_counter()
         trainer.train()
-    return times, losses
+        train_s = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        if task == "mnrl":
+            embed = lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True)
+            metrics = retrieval_metrics(embed([r["text"] for r in held]), embed([r["text_pair"] for r in held]))
+        else:
+            enc = tok([r["text"] for r in held], padding=True, truncation=True, max_length=a.max_length,
+                      return_tensors="pt")
+            metrics = classification_metrics(model(**enc).logits.float().numpy(),
+                                             [names.index(r["label"]) for r in held])
+    return times, losses, train_s, metrics
 
 
 def child(a):
-    kind, task, model_name = a.child.split(":")
-    model_path = model_name if model_name != "minilm" else None
-    if model_path is None:
+    kind, task, model_name = a.child.split(":", 2)
+    model_path = model_name
+    if model_name == "minilm":
         from engine.defaults import default_model_dir
         model_path = str(default_model_dir())
     if kind == "peer":
-        times, losses = child_peer(task, model_path, a)
+        times, losses, train_s, metrics = child_peer(task, model_path, a)
     else:
         import engine  # noqa: F401
-        times, losses = child_ours(task, model_path, a, compile_=(kind == "ours"))
+        times, losses, train_s, metrics = child_ours(task, model_path, a, compile_=(kind != "ours-eager"))
     w = a.warmup
     rate = a.batch_size * (len(times) - 1 - w) / (times[-1] - times[w]) if len(times) > w + 1 else float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    print(json.dumps({"examples_per_s": rate, "peak_rss_bytes": rss, "final_loss": losses[-1] if losses else None}))
+    tail = [x for x in losses[-10:] if x is not None]
+    print(json.dumps({"examples_per_s": rate, "peak_rss_bytes": rss, "final_loss": statistics.mean(tail) if tail else None,
+                      "train_s": train_s, "metrics": metrics}))
+
+
+# -- the parent ----------------------------------------------------------------------------------
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB"
+
+
+def run_child(kind, task, model, seed, a, env):
+    cmd = [sys.executable, __file__, "--child", f"{kind}:{task}:{model}", "--steps", str(a.steps),
+           "--warmup", str(a.warmup), "--batch-size", str(a.batch_size), "--max-length", str(a.max_length),
+           "--seed", str(seed)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        print(f"{kind} {task} {model}: failed\n{out.stderr[-3000:]}", flush=True)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5, help="Steps excluded from timing (compilation, caches).")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--only", default="mnrl,clf,mbert-mnrl,mbert-clf")
+    ap.add_argument("--kinds", default="peer,ours,ours-eager")
+    ap.add_argument("--seeds", default="0", help="Comma-separated seeds; each row runs once per seed.")
+    ap.add_argument("--base-root", help="Also run the engine of this checkout (PYTHONPATH), compiled, as 'base'.")
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         return child(a)
-    wanted = a.only.split(",")
+    wanted, kinds, seeds = a.only.split(","), a.kinds.split(","), [int(s) for s in a.seeds.split(",")]
+    if a.base_root:
+        kinds.append("base")
     tmp = Path(tempfile.mkdtemp())
     mbert = small_modernbert(tmp) if any(w.startswith("mbert") for w in wanted) else None
     peer_name = {"mnrl": "sentence-transformers", "clf": "transformers Trainer"}
-    print(f"batch {a.batch_size}, max length {a.max_length}, {a.steps} steps ({a.warmup} untimed), "
-          f"{os.cpu_count()} cores")
-    print(f"{'row':<32} {'examples/s':>10} {'vs peer':>8} {'peak RSS':>9} {'final loss':>10}")
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    print(f"{machine()}; batch {a.batch_size}, max length {a.max_length}, {a.steps} steps ({a.warmup} untimed), "
+          f"seeds {a.seeds}", flush=True)
+    print(f"{'row':<40} {'examples/s':>10} {'vs peer':>8} {'peak RSS':>9} {'final loss':>10} {'train s':>8}  held-out")
     for row in wanted:
         task = row.split("-")[-1]
         model = mbert if row.startswith("mbert") else "minilm"
-        label = ("ModernBERT-small " if row.startswith("mbert") else "MiniLM ") + task.upper()
+        label = ("ModernBERT-small " if row.startswith("mbert") else "MiniLM-L6 ") + task.upper()
         results = {}
-        for kind in ("peer", "ours", "ours-eager"):
-            cmd = [sys.executable, __file__, "--child", f"{kind}:{task}:{model}", "--steps", str(a.steps),
-                   "--warmup", str(a.warmup), "--batch-size", str(a.batch_size), "--max-length", str(a.max_length)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
-            if out.returncode != 0:
-                print(f"{label} {kind}: failed\n{out.stderr[-2000:]}")
-                continue
-            results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-        peer = results.get("peer", {}).get("examples_per_s")
-        for kind, name in (("peer", peer_name[task]), ("ours", "RACLATE (compiled)"), ("ours-eager", "RACLATE (eager)")):
+        for seed in seeds:
+            for kind in kinds:
+                child_env = dict(env, PYTHONPATH=a.base_root) if kind == "base" else env
+                r = run_child("ours" if kind == "base" else kind, task, model, seed, a, child_env)
+                if r is not None:
+                    results.setdefault(kind, []).append(r)
+        mean = lambda kind, f: statistics.mean(f(r) for r in results[kind])
+        peer = mean("peer", lambda r: r["examples_per_s"]) if "peer" in results else None
+        names = {"peer": peer_name[task], "ours": "RACLATE (compiled)", "ours-eager": "RACLATE (eager)",
+                 "base": "RACLATE (--base-root)"}
+        for kind in kinds:
             if kind not in results:
                 continue
-            r = results[kind]
-            ratio = f"{r['examples_per_s'] / peer:.2f}x" if peer else "-"
-            loss = f"{r['final_loss']:.4f}" if r["final_loss"] is not None else "-"
-            print(f"{label + ' ' + name:<32} {r['examples_per_s']:>10.1f} {ratio:>8} "
-                  f"{r['peak_rss_bytes'] / 2**20:>7.0f}MB {loss:>10}")
+            rate = mean(kind, lambda r: r["examples_per_s"])
+            ratio = f"{rate / peer:.2f}x" if peer else "-"
+            losses = [r["final_loss"] for r in results[kind] if r["final_loss"] is not None]
+            loss = f"{statistics.mean(losses):.4f}" if losses else "-"
+            metrics = {k: statistics.mean(r["metrics"][k] for r in results[kind]) for k in results[kind][0]["metrics"]}
+            held = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            if len(results[kind]) > 1:
+                first = next(iter(metrics))
+                held += f" (sd {statistics.stdev(r['metrics'][first] for r in results[kind]):.3f})"
+            print(f"{label + ' ' + names[kind]:<40} {rate:>10.1f} {ratio:>8} "
+                  f"{mean(kind, lambda r: r['peak_rss_bytes']) / 2**20:>7.0f}MB {loss:>10} "
+                  f"{mean(kind, lambda r: r['train_s']):>8.1f}  {held}", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,28 @@ def _load() -> None:
                            "`apt-get install libopenblas0-pthread` (matmuls will be ~40x slower)")
 
 
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks for reuse instead of giving them back to the OS.
+
+    MLX's CPU allocator takes every array from malloc. glibc serves blocks over its mmap threshold
+    with mmap and trims the heap top on free, so every training step's fresh activations, gradients
+    and optimizer states page-fault back in (~100k faults and ~20% of a MiniLM step on 2 cores,
+    benchmarks/profile_step.py). A training process asks for the same sizes every step, so the
+    kept blocks are reused and the peak stays that of one step. Process-wide; the Trainer calls it.
+    Returns True where it applied (Linux with glibc).
+    """
+    if sys.platform != "linux" or _state.get("malloc_kept"):
+        return bool(_state.get("malloc_kept"))
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold, largest = -1, -3, 2**31 - 1
+    _state["malloc_kept"] = bool(libc.mallopt(m_mmap_threshold, ctypes.c_int(largest))
+                                 and libc.mallopt(m_trim_threshold, ctypes.c_int(largest)))
+    return _state["malloc_kept"]
+
+
 def info() -> dict:
     """Which BLAS MLX uses: {'blas': 'openblas'|'reference'|'accelerate', 'path': ..., 'error': ...}."""
     return dict(_state)

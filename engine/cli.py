@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", default=argparse.SUPPRESS, help=f"One of: {', '.join(TASK_CHOICES)}.")
     train.add_argument("--column", action="append", default=argparse.SUPPRESS, metavar="ROLE=NAME",
                        help="Map a data column to a role (text, text_pair, negative, label, tokens, labels); repeatable.")
-    train.add_argument("--config", metavar="run.json", help="Settings file ({model, task, data:{...}, training:{...}}); "
-                                                            "flags given on the command line win.")
+    train.add_argument("--config", metavar="run.json", help="Settings file ({model, task, data:{...}, training:{...}}) "
+                                                            "or the same JSON inline; flags given on the command line win.")
     train.add_argument("--events", metavar="FILE|-", help="Write JSON-line events to FILE or stdout ('-').")
     train.add_argument("--overwrite", action="store_true", help="Replace an existing run in --output.")
     train.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
@@ -82,7 +82,9 @@ def resolve_train_config(ns: argparse.Namespace) -> dict:
     cfg = {"model": None, "task": None, "data": {}, "training": {}}
     if ns.config:
         try:
-            loaded = json.loads(Path(ns.config).read_text())
+            # Inline JSON too: `raclate launch` passes it that way to machines that lack the file.
+            text = ns.config if ns.config.lstrip().startswith("{") else Path(ns.config).read_text()
+            loaded = json.loads(text)
         except (OSError, json.JSONDecodeError) as exc:
             raise CliError(f"Could not read --config {ns.config}: {exc}.") from None
         for key in cfg:

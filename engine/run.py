@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import platform
 import signal
 import sys
@@ -39,7 +40,11 @@ def classify_error(exc: BaseException) -> tuple[str, str, str]:
     from engine.data.errors import DataError
     from engine.models.base import ModelError
     from engine.trainer import TrainingError
+    from engine.distributed import peer_failure
     text = str(exc) or type(exc).__name__
+    lost = peer_failure(exc)   # a collective failed because another process of a distributed run went away
+    if lost:
+        return lost
     if isinstance(exc, TrainingError):
         return exc.kind, text, exc.hint
     if isinstance(exc, KeyboardInterrupt):
@@ -73,16 +78,33 @@ def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=
 
     args, dargs = cfg["training"], cfg["data"]
     out = Path(args.output_dir)
+    world = None
+    if args.distributed:  # join before any loading, so a rank that fails early can tell the others why
+        from engine.distributed import init_world
+        world = init_world(args.peer_timeout)
+    main = world is None or world.is_main   # rank 0 alone writes the output folder and events
     run_id = uuid.uuid4().hex[:12]
-    record = {"run_id": run_id, "status": "running", "started": time.time(), "model": cfg["model"],
+    # pid and host let a reader tell a live run from one whose process died without a word (Runs page)
+    record = {"run_id": run_id, "status": "running", "started": time.time(), "pid": os.getpid(),
+              "host": platform.node(), "model": cfg["model"],
               "task": dargs.task_type, "data": asdict(dargs), "training": args.to_dict(), "versions": versions(),
               "seed": args.seed}
     history, started = [], False
     callbacks = list(callbacks) + [lambda e: history.append(e) if e["event"] in ("step", "eval") else None]
 
     def emit(event_name, /, **fields):
-        for callback in callbacks:
+        for callback in callbacks if main else ():
             callback(make_event(event_name, **fields))
+
+    def crashed(kind, message, hint):
+        emit("error", kind=kind, message=message, hint=hint)
+        if started and main:
+            record.update(status="crashed", ended=time.time(), error={"kind": kind, "message": message, "hint": hint},
+                          history=history)
+            write_run_record(out, record)
+
+    if world is not None:
+        world.fatal_handlers[:] = [crashed]   # a peer lost while this process is stuck in a collective
 
     try:
         if args.push_to_hub:  # no token or a bad repo id: fail before any work is done
@@ -102,15 +124,20 @@ def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=
             cfg["model"], dargs.task_type, id2label=info.names if info.names and not info.is_regression else None,
             is_regression=info.is_regression, use_late_interaction=args.use_late_interaction,
             late_interaction_dim=args.late_interaction_dim)
-        _prepare_output(out, overwrite, record, bool(args.resume_from_checkpoint))
+        if main:
+            _prepare_output(out, overwrite, record, bool(args.resume_from_checkpoint))
         started = True
         trainer = Trainer(model, tokenizer, dargs.task_type, args, data.train, data.validation,
                           callbacks=callbacks, label_info=info,
                           run_info={"run_id": record["run_id"], "model": cfg["model"],
-                                    "use_chat_template": dargs.use_chat_template})
+                                    "use_chat_template": dargs.use_chat_template}, world=world)
         if stop_handler is not None:
             stop_handler(trainer)
         result = trainer.train()
+        if world is not None:
+            world.finish()   # no collective after this point: the other ranks may exit
+            if not main:
+                return {**record, "status": "finished", "final_step": result["step"]}
         emit("phase", name="saving")
         model.save_pretrained(out)
         tokenizer.save_pretrained(str(out))
@@ -124,10 +151,14 @@ def train_run(cfg: dict, callbacks=(), *, overwrite: bool = False, stop_handler=
              best_step=result["best_step"])
         return record
     except BaseException as exc:
+        if world is not None:
+            world.handling_failure()
         kind, message, hint = classify_error(exc)
+        if world is not None:
+            world.fail(message)   # the peers learn why (they prefix this rank's number)
         if not isinstance(exc, KeyboardInterrupt):
             emit("error", kind=kind, message=message, hint=hint)
-        if started:
+        if started and main:
             record.update(status="crashed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
                           ended=time.time(), error={"kind": kind, "message": message, "hint": hint}, history=history)
             try:
@@ -185,9 +216,11 @@ def run_training(ns) -> int:
     """`raclate train` behind argparse: exit 0 done (or stopped with a checkpoint), 2 bad input
     (flags, data, model), 1 a failure while training, 130 a second Ctrl+C."""
     import datasets
+    from engine.distributed import launch_rank
     datasets.disable_progress_bars()  # the CLI shows phases and its own bar, not one bar per map()
-    writer = JsonLineWriter(ns.events) if ns.events else None
-    callbacks = ([writer] if writer else []) + [Progress(enabled=sys.stderr.isatty() and ns.events != "-")]
+    main = launch_rank() == 0   # in a distributed run only rank 0 writes events (and the other outputs)
+    writer = JsonLineWriter(ns.events) if ns.events and main else None
+    callbacks = ([writer] if writer else []) + [Progress(enabled=main and sys.stderr.isatty() and ns.events != "-")]
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _train_command(ns, writer, callbacks, previous)
@@ -200,16 +233,32 @@ def run_training(ns) -> int:
 
 def _train_command(ns, writer, callbacks, previous) -> int:
     from engine.cli import CliError, check_output_dir, resolve_train_config
+    from engine.distributed import init_world, launch_rank
+    rank = launch_rank()
+    world = None
 
     def fail(kind, message, hint, code, emitted=False):
         if writer and not emitted:
             writer(make_event("error", kind=kind, message=message, hint=hint))
-        print(f"error: {message}" + (f"\nhint: {hint}" if hint else ""), file=sys.stderr)
+        if world is not None and not emitted:
+            world.fail(message)
+        where = f" (rank {rank})" if rank else ""
+        print(f"error{where}: {message}" + (f"\nhint: {hint}" if hint else ""), file=sys.stderr)
         return code
 
+    def fatal(kind, message, hint):   # a peer lost while this process is stuck in a collective
+        if writer:
+            writer(make_event("error", kind=kind, message=message, hint=hint))
+
     try:
+        if getattr(ns, "distributed", False):  # join first: a rank that fails below tells the others why
+            world = init_world(getattr(ns, "peer_timeout", 60.0), fatal_handlers=[fatal])
         cfg = resolve_train_config(ns)
-        check_output_dir(Path(cfg["training"].output_dir), cfg["training"].resume_from_checkpoint, ns.overwrite)
+        args = cfg["training"]
+        if args.distributed:
+            world = init_world(args.peer_timeout, fatal_handlers=[fatal])
+        if rank == 0:  # the other ranks never write the output folder (it may not exist on their machine)
+            check_output_dir(Path(args.output_dir), args.resume_from_checkpoint, ns.overwrite)
     except CliError as exc:
         return fail("bad_input", str(exc), "", 2)
     except Exception as exc:  # DataError from DatasetArgs validation, ...
@@ -233,7 +282,7 @@ def _train_command(ns, writer, callbacks, previous) -> int:
         kind, message, hint = classify_error(exc)
         code = 130 if isinstance(exc, KeyboardInterrupt) else 2 if kind in INPUT_ERRORS else 1
         return fail(kind, message, hint, code, emitted=not isinstance(exc, KeyboardInterrupt))
-    if ns.events != "-":
+    if ns.events != "-" and rank == 0:
         metrics = {k: round(v, 4) for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
         print(f"{record['status']}: model saved to {cfg['training'].output_dir}" + (f" — {metrics}" if metrics else ""))
     return 0

@@ -28,47 +28,66 @@ def assign_tree(dst, src) -> None:
 
 
 def global_norm(grads) -> mx.array:
-    return mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
+    """L2 norm of all gradients, each array's square sum as one BLAS dot product: ``mx.sum(g ** 2)``
+    over the 11.7M values of an embedding gradient was 1% off in float32 (serial accumulation) and
+    6× slower."""
+    flat = [g.astype(mx.float32).reshape(-1) for _, g in tree_flatten(grads)]
+    return mx.sqrt(sum(g @ g for g in flat))
 
 
-def build_step(model, loss_fn, optimizer, max_grad_norm: float, compile: bool = True):
+def build_step(model, loss_fn, optimizer, max_grad_norm: float, compile: bool = True, group=None):
     """(full_step(batch) -> (loss, norm, ok), grads_fn(batch) -> (loss, grads), apply_fn(loss, grads, scale)
-    -> (norm, ok)). A loss with ``loss_and_grads`` (GradCache) brings its own gradients and is not compiled."""
+    -> (loss, norm, ok)). A loss with ``loss_and_grads`` (GradCache) brings its own gradients, which are
+    not compiled. ``group`` (a distributed group of N > 1 ranks): loss and gradients are averaged over the ranks.
+
+    ``apply_fn`` reduces (rank average, scale, global norm, clip factor), then reads on the host whether
+    loss and norm are finite — the step's one sync point, after the backward pass — and only then queues
+    the AdamW update (clip factor folded in) or, for a non-finite step, skips it. The Trainer evaluates the
+    update asynchronously while it prepares the next batch. (A guard inside the graph, ``where(ok, new,
+    old)`` over every weight and moment, cost ~5% of a MiniLM step.)
+    """
     value_and_grad = nn.value_and_grad(model, loss_fn)
     cached = hasattr(loss_fn, "loss_and_grads")
     state = [model.state, optimizer.state]
 
-    def apply(loss, grads, scale):
-        """Average, clip and apply the gradients unless the loss or their norm is not finite."""
-        grads = tree_map(lambda g: g * scale, grads)
-        if max_grad_norm > 0:
-            grads, norm = optim.clip_grad_norm(grads, max_grad_norm)
-        else:
-            norm = global_norm(grads)
-        ok = mx.isfinite(loss) & mx.isfinite(norm)
-        before = (model.trainable_parameters(), tree_map(lambda x: x, optimizer.state))
-        optimizer.update(model, grads)
-        step = optimizer.state["step"]
-        keep = lambda new, old: mx.where(ok, new, old)
-        model.update(tree_map(keep, model.trainable_parameters(), before[0]))
-        # In place: mx.compile captured this very dict as an output.
-        assign_tree(optimizer.state, tree_map(keep, optimizer.state, before[1]))
-        optimizer.state["step"] = step  # a skipped step still counts: the schedule follows the trainer's step
-        return norm, ok
-
     def grads_of(batch):
         return loss_fn.loss_and_grads(model, batch) if cached else value_and_grad(model, batch)
 
-    def full_step(batch):
-        loss, grads = grads_of(batch)
-        norm, ok = apply(loss, grads, 1.0)
+    def reduce(loss, grads, scale):
+        """(loss, grads, norm of the scaled grads, factor that scales and clips them as optim.clip_grad_norm)."""
+        if group is not None:  # data parallel: every rank sees the same mean, so all apply the same update
+            grads = nn.average_gradients(grads, group=group)
+            loss = mx.distributed.all_sum(loss, group=group) / group.size()
+        norm = global_norm(grads) * scale
+        factor = mx.array(scale, dtype=mx.float32)
+        if max_grad_norm > 0:
+            factor = mx.where(norm < max_grad_norm, factor, factor * max_grad_norm / (norm + 1e-6))
+        return loss, grads, norm, factor
+
+    def update(grads, factor):
+        optimizer.update(model, tree_map(lambda g: g * factor.astype(g.dtype), grads))
+
+    if compile:
+        if not cached:
+            # value_and_grad leaves traced copies in the model: the state must be an output too.
+            grads_of = mx.compile(grads_of, inputs=state, outputs=state)
+        reduce = mx.compile(reduce)
+        update = mx.compile(update, inputs=state, outputs=state)
+
+    def apply(loss, grads, scale):
+        """Average, clip and apply the gradients unless the loss or their norm is not finite."""
+        loss, grads, norm, factor = reduce(loss, grads, scale)
+        ok = mx.isfinite(loss) & mx.isfinite(norm)
+        if ok.item():  # the sync point of a step: forward and backward are done
+            update(grads, factor)
+        else:  # weights and moments stay; the step still counts, so the schedule follows the trainer's step
+            optimizer.state["step"] = optimizer.state["step"] + 1
         return loss, norm, ok
 
-    if compile and not cached:
-        full_step = mx.compile(full_step, inputs=state, outputs=state)
-        # value_and_grad leaves traced copies in the model: the state must be an output too.
-        grads_of = mx.compile(grads_of, inputs=state, outputs=state)
-        apply = mx.compile(apply, inputs=state, outputs=state)
+    def full_step(batch):
+        loss, grads = grads_of(batch)
+        return apply(loss, grads, 1.0)
+
     return full_step, grads_of, apply
 
 
@@ -80,5 +99,4 @@ def accumulate(grads_fn, apply_fn, batches: list):
         more_loss, more_grads = grads_fn(batch)
         loss, grads = loss + more_loss, tree_map(mx.add, grads, more_grads)
     k = len(batches)
-    norm, ok = apply_fn(loss / k, grads, 1.0 / k)
-    return loss / k, norm, ok
+    return apply_fn(loss / k, grads, 1.0 / k)

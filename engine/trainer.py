@@ -15,6 +15,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 from engine.checkpoint import find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from engine.data import LengthGroupedBatchSampler, normalize_task, tokenize_dataset
 from engine.data.collators import collator_for
+from engine.data.prefetch import Prefetcher
+from engine.distributed import World, fingerprint, init_world
 from engine.events import make_event
 from engine.losses import auto_class_weights, select_loss
 from engine.schedules import warmup_steps_for
@@ -32,7 +34,7 @@ class TrainingError(RuntimeError):
 
 class Trainer:
     def __init__(self, model, tokenizer, task_type: str, training_args: TrainingArgs, train_dataset,
-                 eval_dataset=None, callbacks=(), label_info=None, run_info: dict | None = None):
+                 eval_dataset=None, callbacks=(), label_info=None, run_info: dict | None = None, world: World | None = None):
         self.model, self.tokenizer, self.args = model, tokenizer, training_args
         self.task = normalize_task(task_type)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
@@ -42,15 +44,20 @@ class Trainer:
         self.stop_requested = False
         self.history: list[dict] = []
         self.output_dir = Path(training_args.output_dir) if training_args.output_dir else None
+        # Data parallel (engine/distributed.py): this process's rank; rank 0 alone writes files and events.
+        self.world = world or (init_world(training_args.peer_timeout) if training_args.distributed else World())
+        if not self.world.is_main:
+            self.output_dir = None
         self._best_weights: dict = {}
         self._saved_step = None
+        self._data_state = None  # the sampler position of the last batch trained on (the prefetcher runs ahead)
 
     # -- events -------------------------------------------------------------------------------
     def emit(self, event_name: str, /, **fields) -> None:
         event = make_event(event_name, **fields)
         if event_name in ("step", "eval"):
             self.history.append(event)
-        for callback in self.callbacks:
+        for callback in self.callbacks if self.world.is_main else ():
             callback(event)
 
     def request_stop(self) -> None:
@@ -86,8 +93,8 @@ class Trainer:
             return ColBERTCollator(self.tokenizer, self.model.info.colbert, max_length=self.args.max_length, **kw)
         if self.task == "text-classification":
             kw["is_regression"] = bool(self.label_info and self.label_info.is_regression)
-        if self.task == "masked-lm":
-            kw["seed"] = self.args.seed
+        if self.task == "masked-lm":  # each rank masks its own rows with its own draws
+            kw["seed"] = self.args.seed + 1_000_003 * self.world.rank
         return collator_for(self.task, self.tokenizer, **kw)
 
     @staticmethod
@@ -96,7 +103,7 @@ class Trainer:
         return [{k: v[i] for k, v in cols.items()} for i in range(len(indices))]
 
     # -- loss ---------------------------------------------------------------------------------
-    def _loss(self, ds):
+    def _loss(self, ds, gather: bool = False):
         a = self.args
         negatives = sum(1 for c in ds.column_names if c.startswith("negative") and c.endswith("_input_ids"))
         scored = self.task == "sentence-similarity" and "label" in ds.column_names
@@ -104,21 +111,28 @@ class Trainer:
         if a.class_weights == "auto" and self.task == "text-classification":
             weights = auto_class_weights(np.array(ds["label"]), self.label_info.num_labels)
         options = {"mini_batch_size": a.mini_batch_size} if a.loss == "cached_mnrl" else {}
-        return select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
+        loss = select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
                            num_negatives=negatives, is_regression=bool(self.label_info and self.label_info.is_regression),
                            class_weights=weights, loss_name=a.loss, **options)
+        if gather and hasattr(loss, "gather_across_ranks"):  # in-batch negatives from the global batch
+            loss.gather_across_ranks = True
+        return loss
 
     # -- training -----------------------------------------------------------------------------
     def train(self) -> dict:
-        a, model = self.args, self.model
+        a, model, world = self.args, self.model, self.world
         mx.random.seed(a.seed)
+        engine.backend.keep_freed_memory()  # no page faults for each step's fresh arrays (Linux)
         self.emit("phase", name="tokenizing")
         train_ds = self._tokenized(self.train_dataset)
-        eval_ds = self._tokenized(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
+        evaluating = self.eval_dataset is not None and len(self.eval_dataset) > 0  # rank 0 evaluates, alone
+        eval_ds = self._tokenized(self.eval_dataset) if evaluating and world.is_main else None
         if len(train_ds) == 0:
             raise TrainingError("bad_data", "The training data has no rows.", "Check the file and the column mapping.")
 
-        sampler = LengthGroupedBatchSampler(self._lengths(train_ds), a.batch_size, seed=a.seed)
+        lengths = self._lengths(train_ds)
+        # Every rank cuts the same global batches (batch_size × ranks) and reads its own contiguous slice.
+        sampler = LengthGroupedBatchSampler(lengths, a.batch_size, seed=a.seed, num_replicas=world.size, rank=world.rank)
         collator = self._collator(train_ds)
         k = a.gradient_accumulation_steps
         steps_per_epoch = max(1, len(sampler) // k)
@@ -131,46 +145,66 @@ class Trainer:
                     child.freeze()
         model.set_grad_checkpoint(a.grad_checkpoint)
         model.train()
-        loss_fn = self._loss(train_ds)
+        gather = world.size > 1 and a.gather_across_ranks
+        loss_fn = self._loss(train_ds, gather=gather)
+        eval_loss_fn = self._loss(train_ds) if gather else loss_fn  # evaluation is rank 0's alone: no gathering
         optimizer = make_optimizer(a, total, warmup)
         optimizer.init(model.trainable_parameters())
 
         step, best = 0, {"metric": None, "step": None, "checkpoint": None, "bad_evals": 0, "metrics": {}}
-        resumed_from = None
-        if a.resume_from_checkpoint:
+        resumed_from, saved = None, None
+        if a.resume_from_checkpoint and world.is_main:
             path = find_checkpoint(self.output_dir, a.resume_from_checkpoint)
             saved = load_checkpoint(path, model, optimizer)
+        if world.size > 1:  # the same data everywhere, then rank 0's weights, optimizer, RNG and position
+            world.check_same({"training rows": len(train_ds), "token lengths of the rows": fingerprint(lengths),
+                              "parameters": sum(v.size for _, v in tree_flatten(model.parameters())),
+                              "total steps": total})
+            saved = world.share_start(model, optimizer, saved)
+        if saved is not None:
             step, best = saved["step"], {**best, **saved["best"]}
             sampler.load_state_dict(saved["sampler"])
             if sampler.consumed >= len(sampler):  # saved right at the end of an epoch
                 sampler.set_epoch(sampler.epoch + 1)
             self.history = saved.get("history", [])
             resumed_from = step
-        full_step, grads_fn, apply_fn = build_step(model, loss_fn, optimizer, a.max_grad_norm, a.compile)
+        full_step, grads_fn, apply_fn = build_step(model, loss_fn, optimizer, a.max_grad_norm, a.compile,
+                                                   group=world.group if world.size > 1 else None)
 
         n_total = sum(v.size for _, v in tree_flatten(model.parameters()))
         n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
         self.emit("run_started", run_id=self.run_info.get("run_id", ""), config=self._config(),
                   total_steps=total, num_examples=len(train_ds), trainable_parameters=n_train,
-                  total_parameters=n_total, resumed_from_step=resumed_from)
+                  total_parameters=n_total, resumed_from_step=resumed_from, world_size=world.size)
         if eval_ds is not None and resumed_from is None:
-            self._evaluate(eval_ds, loss_fn, 0, best)
+            self._evaluate(eval_ds, eval_loss_fn, 0, best)
 
         self.emit("phase", name="training")
         window = {"t": time.perf_counter(), "steps": 0, "examples": 0, "tokens": 0, "losses": []}
-        stopped_early, bad_streak, last_eval = False, 0, None
-        batches = self._batches(sampler, train_ds, collator)
-        while step < total and not self.stop_requested:
+        stopped_early, bad_streak, last_eval, stopping = False, 0, None, False
+        align = gather and a.use_late_interaction
+        self._data_state = sampler.state_dict()
+        # Collation runs a batch or two ahead in a thread (in order); aligning across ranks is collective.
+        batches = Prefetcher(self._batches(sampler, train_ds, collator, align=align), depth=0 if align else 2)
+        while step < total:
+            if world.any(self.stop_requested):  # a Stop that reached any rank stops all before the same step
+                stopping = True
+                if window["steps"]:
+                    self._log(step, total, optimizer, window, norm, steps_per_epoch)
+                break
             micro = [next(batches) for _ in range(k)]
             if k == 1:
                 loss, norm, ok = full_step(micro[0][0])
             else:
-                loss, norm, ok = accumulate(grads_fn, apply_fn, [batch for batch, _, _ in micro])
+                loss, norm, ok = accumulate(grads_fn, apply_fn, [m[0] for m in micro])
             step += 1
-            mx.eval(loss, norm, ok, model.state, optimizer.state)  # the sync point of a step
+            # The sync point of a step is in apply_fn (is the loss finite?); the update it queued runs while
+            # the next batch is fetched and traced.
+            mx.async_eval(model.state, optimizer.state)
+            self._data_state = micro[-1][3]  # what a checkpoint after this step resumes from
             window["steps"] += 1
-            window["examples"] += sum(n for _, n, _ in micro)
-            window["tokens"] += sum(n for _, _, n in micro)
+            window["examples"] += sum(m[1] for m in micro)
+            window["tokens"] += sum(m[2] for m in micro)
             if ok.item():
                 bad_streak = 0
                 window["losses"].append(loss)
@@ -178,21 +212,23 @@ class Trainer:
                 bad_streak += 1
                 self._skipped(step, loss, bad_streak)
 
-            if step % a.logging_steps == 0 or step == total or self.stop_requested:
+            if step % a.logging_steps == 0 or step == total:
                 self._log(step, total, optimizer, window, norm, steps_per_epoch)
-            if eval_ds is not None and a.eval_steps > 0 and step % a.eval_steps == 0 and step < total:
+            if evaluating and a.eval_steps > 0 and step % a.eval_steps == 0 and step < total:
                 last_eval = step
-                if self._evaluate(eval_ds, loss_fn, step, best, optimizer, sampler):
+                stop = world.is_main and self._evaluate(eval_ds, eval_loss_fn, step, best, optimizer, sampler)
+                if world.from_main(stop):  # rank 0's early-stopping decision, on every rank
                     stopped_early = True
                     break
             if a.save_steps > 0 and step % a.save_steps == 0 and step < total and self._saved_step != step:
                 self._save_checkpoint(step, optimizer, sampler, best)
-        stopped_early = stopped_early or self.stop_requested
+        batches.close()
+        stopped_early = stopped_early or stopping
 
         metrics = {}
-        if eval_ds is not None and not self.stop_requested:
+        if eval_ds is not None and not stopping:
             if last_eval != step:
-                self._evaluate(eval_ds, loss_fn, step, best, optimizer, sampler)
+                self._evaluate(eval_ds, eval_loss_fn, step, best, optimizer, sampler)
             metrics = next(e["metrics"] for e in reversed(self.history) if e["event"] == "eval")
         if self._saved_step != step:
             self._save_checkpoint(step, optimizer, sampler, best)
@@ -227,20 +263,26 @@ class Trainer:
         # Masked LM draws its mask from (seed, epoch, position): the same mask again after a resume.
         return collator(rows, position=position) if self.task == "masked-lm" else collator(rows)
 
-    def _batches(self, sampler, ds, collator):
-        """Endless (collated batch, examples, real tokens) in sampler order across epochs."""
+    def _batches(self, sampler, ds, collator, align: bool = False):
+        """Endless (collated batch, examples, real tokens, sampler state after it) in sampler order across
+        epochs. ``align``: pad each column to its longest across the ranks (gathered late-interaction
+        documents need it). Runs in the prefetch thread unless aligning: no MLX computation here."""
+        pad_id, left = self.tokenizer.pad_token_id or 0, getattr(self.tokenizer, "padding_side", "right") == "left"
         while True:
             if hasattr(collator, "set_epoch"):
                 collator.set_epoch(sampler.epoch)
             for indices in sampler:
                 batch = self._collate(collator, ds, indices, sampler.consumed - 1)
+                if align:
+                    batch = self.world.align_lengths(batch, pad_id, left)
                 masks = [x["attention_mask"] for x in batch["inputs"]] if "inputs" in batch else [batch["attention_mask"]]
-                yield batch, len(indices), sum(int(m.sum().item()) for m in masks)
+                yield batch, len(indices), sum(int(np.asarray(m).sum()) for m in masks), sampler.state_dict()
             sampler.set_epoch(sampler.epoch + 1)
 
     def _log(self, step, total, optimizer, window, norm, steps_per_epoch) -> None:
         losses = [float(x.item()) for x in window["losses"]]
         elapsed = max(time.perf_counter() - window["t"], 1e-9)
+        window["examples"], window["tokens"] = self.world.sum_ints(window["examples"], window["tokens"])  # all ranks
         self.emit("step", step=step, epoch=step / steps_per_epoch, loss=float(np.mean(losses)) if losses else None,
                   learning_rate=float(optimizer.learning_rate.item()), grad_norm=float(norm.item()),
                   examples_per_s=window["examples"] / elapsed, tokens_per_s=window["tokens"] / elapsed,
@@ -306,7 +348,8 @@ class Trainer:
             return None
         self.emit("phase", name="saving")
         root = self.output_dir / "checkpoints"
-        state = {"step": step, "sampler": sampler.state_dict(), "best": best, "config": self._config(),
+        data_state = self._data_state if self._data_state is not None else sampler.state_dict()
+        state = {"step": step, "sampler": data_state, "best": best, "config": self._config(),
                  "metrics": next((e["metrics"] for e in reversed(self.history) if e["event"] == "eval"), {}),
                  "history": self.history[-2000:]}
         path = save_checkpoint(root, step, self.model, optimizer, state)

@@ -60,6 +60,12 @@ class TrainingArgs:
     hub_model_id: str | None = arg(None, "Hub repository id (user/name) for push_to_hub.", "--push-to-hub")
     hub_private: bool = arg(False, "Create the Hub repository as private.")
     resume_from_checkpoint: str | None = arg(None, "A checkpoint folder, or 'latest' in OUTPUT/checkpoints.", "--resume")
+    distributed: bool = arg(False, "Data-parallel training across the processes started by `raclate launch` or "
+                                   "mlx.launch; batch_size is per process, rank 0 writes the outputs.")
+    gather_across_ranks: bool = arg(True, "Distributed runs: in-batch contrastive losses (MNRL, late interaction) take "
+                                          "their negatives from every process's batch (the global batch).")
+    peer_timeout: float = arg(60.0, "Distributed runs: stop with an error after this many seconds without a heartbeat "
+                                    "from another process (a process that dies is noticed at once).")
 
     def __post_init__(self):
         if self.lr_scheduler_type not in SCHEDULERS:

@@ -205,3 +205,23 @@ def test_bool_labels_become_false_true(tmp_path, load):
     data = load(write(tmp_path / "b.jsonl", [{"text": f"t{i}", "label": i % 3 == 0} for i in range(9)]),
                 validation_split=0)
     assert data.label_info.names == ["False", "True"] and data.train["label"][:3] == [1, 0, 0]
+
+
+def test_not_strict_keeps_counts_warnings_and_lengths_after_a_fatal_label(tmp_path):
+    """The GUI's check (strict=False): a bad label column is fatal, yet the report still counts
+    rows, keeps the text warnings and measures token lengths (the text itself is fine)."""
+    from transformers import AutoTokenizer
+
+    from engine.defaults import default_model_dir
+    tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
+    rows = [{"query": f"q {i} " + "word " * (40 if i == 3 else 1), "document": "" if i == 5 else f"d {i}",
+             "score": "high" if i % 5 == 0 else 0.5} for i in range(20)]
+    args = DatasetArgs(data=str(write(tmp_path / "s.jsonl", rows)), task_type="sentence-similarity",
+                       validation_split=0, max_length=16)
+    with pytest.raises(DataError):
+        load_dataset(args, tok, cache_dir=str(tmp_path / "cache"))
+    data = load_dataset(args, tok, cache_dir=str(tmp_path / "cache"), strict=False)
+    report = data.report
+    assert not report.ok and report.num_rows == {"train": 20}
+    assert report.length_histogram and report.length_histogram["max"] > 16 and report.truncated_rows == 1
+    assert {"empty_text", "too_long"} <= {f.code for f in report.warnings}

@@ -81,3 +81,14 @@ def test_resolve_rejects_role_of_another_task():
 
 def test_resolve_ignore_means_unmapped():
     assert resolve_columns(["text", "label", "other"], CLS, {"text_pair": "ignore"}) == {"text": "text", "label": "label"}
+
+
+def test_resolve_none_keeps_a_role_unmapped_against_the_guess():
+    # the GUI sets a guessed column to "ignore": the engine must not bring it back
+    cols = ["query", "document", "score"]
+    assert resolve_columns(cols, SS, {"label": None}) == {"text": "query", "text_pair": "document"}
+    assert resolve_columns(cols, SS, {"label": "ignore"}) == {"text": "query", "text_pair": "document"}
+    got = resolve_columns(["a", "b", "negative_1", "negative_2"], SS, {"text": "a", "text_pair": "b", "negative": None})
+    assert got == {"text": "a", "text_pair": "b"}
+    with pytest.raises(DataError, match="No column for role"):
+        resolve_columns(cols, SS, {"text_pair": None})

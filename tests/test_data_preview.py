@@ -70,3 +70,33 @@ def test_preview_errors_are_data_errors(tmp_path):
     (tmp_path / "e.csv").write_text("")
     with pytest.raises(DataError, match="The file is empty"):
         preview(tmp_path / "e.csv")
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".csv", ".tsv", ".parquet", ".json"])
+def test_offset_reaches_rows_past_the_first_block(tmp_path, ext, monkeypatch):
+    import sys
+    monkeypatch.setattr(sys.modules["engine.data.preview"], "BLOCK", 4096)   # (the package's name is the function)      # the head block holds ~60 rows only
+    rows = ROWS * 4                                          # 2,000 rows, row groups of 100
+    path = write(tmp_path / f"d{ext}", rows)
+    p = preview(path, n=10, offset=1234)
+    assert p.offset == 1234 and len(p.rows) == 10
+    assert [r["question"] for r in p.rows] == [rows[i]["question"] for i in range(1234, 1244)]
+    assert p.dtypes["score"] == "double" and p.columns == ["question", "answer", "score"]
+    assert isinstance(p.rows[0]["score"], float)
+    assert preview(path, n=10, offset=1995).rows[-1]["question"] == rows[-1]["question"]
+    assert preview(path, n=10, offset=5000).rows == []
+
+
+def test_offset_csv_keeps_quoted_newlines_as_one_row(tmp_path):
+    rows = [{"text": f"line one\nline two {i}" if i % 2 else f"plain, {i}", "label": i} for i in range(300)]
+    path = write(tmp_path / "q.csv", rows)
+    p = preview(path, n=3, offset=101)
+    assert [r["text"] for r in p.rows] == [rows[i]["text"] for i in (101, 102, 103)]
+    assert [r["label"] for r in p.rows] == [101, 102, 103]
+
+
+def test_offset_jsonl_error_names_the_file_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:50]) + "{oops\n" + json.dumps(ROWS[0]) + "\n")
+    with pytest.raises(DataError, match="line 51"):
+        preview(path, n=5, offset=48)

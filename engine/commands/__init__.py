@@ -10,7 +10,7 @@ import math
 import sys
 import traceback
 
-COMMANDS = ("evaluate", "predict", "export")
+COMMANDS = ("evaluate", "predict", "export", "launch")
 
 
 def add_subcommands(subparsers) -> None:

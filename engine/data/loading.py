@@ -77,11 +77,29 @@ def load_dataset(args: DatasetArgs, tokenizer=None, *, cache_dir: str | None = N
     if not report.ok:
         if strict:
             report.raise_if_fatal()
+        if tokenizer is not None and args.max_length:
+            _lengths_despite_fatal(splits, sources, task, tokenizer, args, report, mapping)
         return LoadedData(splits["train"], splits.get("validation"), splits.get("test"), task, mapping, LabelInfo(),
                           report, sources)
     info = plan_labels(splits, task, args.is_regression)
     splits = {k: encode_labels(v, task, info) for k, v in splits.items()}
     return LoadedData(splits["train"], splits.get("validation"), splits.get("test"), task, mapping, info, report, sources)
+
+
+def _lengths_despite_fatal(splits, sources, task, tokenizer, args, report, mapping) -> None:
+    """Token lengths (histogram, too-long warnings) for the GUI's report when only non-text columns
+    (a label) are fatal: ``validate`` skips them after any fatal finding, since bad text can break tokenizing."""
+    from engine.data.validation import _check_lengths, _Collector
+    texts = ["tokens"] if task == "token-classification" else text_roles_of(splits["train"].column_names)
+    text_columns = {mapping.get(r, r) for r in texts}
+    if task == "token-classification" or any(f.column is None or f.column in text_columns for f in report.fatal):
+        return
+    out = _Collector(sources, mapping)
+    try:
+        _check_lengths(out, splits, task, tokenizer, args.max_length, report, args.use_chat_template, None)
+    except Exception:  # noqa: BLE001 — best effort: the fatal findings already say what to fix
+        return
+    report.findings += out.findings
 
 
 def _pick_train(raw: dict, split: str | None, data: str) -> dict:

@@ -71,9 +71,17 @@ def guess_columns(columns, task: str) -> dict[str, str]:
 
 def resolve_columns(columns, task: str, explicit: dict[str, str] | None = None,
                     file: str | None = None) -> dict[str, str]:
-    """The final {role: column}: the user's mapping, completed by guesses; checked against ``columns``."""
+    """The final {role: column}: the user's mapping, completed by guesses; checked against ``columns``.
+
+    A role given as ``None`` (or ``"ignore"``) stays unmapped: no guess fills it ("negative" blocks
+    every negative_N guess).
+
+    >>> resolve_columns(["query", "document", "score"], "sentence-similarity", {"label": None})
+    {'text': 'query', 'text_pair': 'document'}
+    """
     task = normalize_task(task)
     columns = list(columns)
+    blocked = {base_role(r) for r, c in (explicit or {}).items() if not c or c == "ignore"}
     explicit = {r: c for r, c in (explicit or {}).items() if c and c != "ignore"}
     for role, column in explicit.items():
         if not is_role(role, task):
@@ -94,7 +102,8 @@ def resolve_columns(columns, task: str, explicit: dict[str, str] | None = None,
     mapping = dict(explicit)
     has_negative = any(base_role(r) == "negative" for r in explicit)
     for role, column in guess_columns(columns, task).items():
-        if column in seen or role in mapping or (base_role(role) == "negative" and has_negative):
+        if column in seen or role in mapping or base_role(role) in blocked or \
+                (base_role(role) == "negative" and has_negative):
             continue
         mapping[role] = column
         seen[column] = role

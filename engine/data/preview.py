@@ -1,8 +1,14 @@
-"""Lazy preview for the Data page: columns, dtypes, the first rows and a row count — without reading
-the whole file (Parquet metadata; the first block of CSV/JSONL, with the row count estimated)."""
+"""Lazy preview for the Data page: columns, dtypes, some rows and a row count — without reading
+the whole file (Parquet metadata; the first block of CSV/JSONL, with the row count estimated).
+
+``offset`` starts the rows further down (a report's example row): CSV rows and JSONL lines are
+skipped in bounded blocks, Parquet reads only the row groups that hold the window."""
 from __future__ import annotations
 
+import collections
+import csv
 import io
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,29 +31,36 @@ class Preview:
     file: str = ""
     format: str = ""
     splits: dict[str, list[str]] = field(default_factory=dict)   # folders: split → files
+    offset: int = 0            # index of the first row in ``rows`` (0 = the head of the data)
 
 
 def _schema(table: pa.Table) -> tuple[list[str], dict[str, str]]:
     return table.column_names, {f.name: str(f.type) for f in table.schema}
 
 
-def preview(path_or_id: str, n: int = 200, *, subset: str | None = None, split: str | None = None) -> Preview:
-    """First ``n`` rows of a file, a folder's train file, or a Hub dataset (streamed)."""
+def preview(path_or_id: str, n: int = 200, *, subset: str | None = None, split: str | None = None,
+            offset: int = 0) -> Preview:
+    """``n`` rows from row ``offset`` (0-based; CSV: data rows, JSONL: lines) of a file, a folder's
+    train file, or a Hub dataset (streamed). Past the end, ``rows`` is empty."""
     data = str(path_or_id)
     path = Path(data).expanduser()
+    offset = max(int(offset or 0), 0)
     if path.is_dir():
-        return _preview_folder(path, n)
+        return _preview_folder(path, n, offset)
     if not path.exists() and is_hub_id(data):
-        return _preview_hub(data, n, subset, split)
+        return _preview_hub(data, n, subset, split, offset)
     builder = check_file(path)
     ext = path.suffix.lower()
     if builder == "parquet":
-        return _preview_parquet(path, n)
-    if builder == "csv":
-        return _preview_csv(path, n, "\t" if ext == ".tsv" else ",")
-    if json_kind(path) == "jsonl":
-        return _preview_jsonl(path, n)
-    return _preview_json(path, n)
+        result = _preview_parquet(path, n, offset)
+    elif builder == "csv":
+        result = _preview_csv(path, n, "\t" if ext == ".tsv" else ",", offset)
+    elif json_kind(path) == "jsonl":
+        result = _preview_jsonl(path, n, offset)
+    else:
+        result = _preview_json(path, n, offset)
+    result.offset = offset
+    return result
 
 
 def _head(path: Path) -> tuple[bytes, bool]:
@@ -72,24 +85,43 @@ def _lines(head: bytes) -> int:
     return head.count(b"\n") + (0 if head.endswith(b"\n") or not head else 1)
 
 
-def _preview_parquet(path: Path, n: int) -> Preview:
+def _preview_parquet(path: Path, n: int, offset: int = 0) -> Preview:
     import pyarrow.parquet as pq
     try:
         pf = pq.ParquetFile(path)
-        batch = next(pf.iter_batches(batch_size=max(n, 1)), None)
+        if offset:
+            table, skip = _parquet_window(pf, n, offset)
+        else:
+            batch, skip = next(pf.iter_batches(batch_size=max(n, 1)), None), 0
+            table = pa.Table.from_batches([batch]) if batch is not None else pf.schema_arrow.empty_table()
     except Exception as exc:  # noqa: BLE001 — corrupt or not parquet
         raise DataError(f"Cannot read the Parquet file ({exc}).", file=str(path), code="bad_parquet",
                         fix="The file is corrupt or not Parquet: export it again, or use CSV/JSONL.") from exc
-    table = pa.Table.from_batches([batch]) if batch is not None else pf.schema_arrow.empty_table()
     columns, dtypes = _schema(table)
-    return Preview(columns, dtypes, table.slice(0, n).to_pylist(), pf.metadata.num_rows, False, str(path), "parquet")
+    return Preview(columns, dtypes, table.slice(skip, n).to_pylist(), pf.metadata.num_rows, False, str(path), "parquet")
 
 
-def _preview_csv(path: Path, n: int, sep: str) -> Preview:
+def _parquet_window(pf, n: int, offset: int) -> tuple[pa.Table, int]:
+    """The row groups that overlap rows [offset, offset + n), and where the window starts in them."""
+    groups, start, first = [], 0, None
+    for i in range(pf.metadata.num_row_groups):
+        rows = pf.metadata.row_group(i).num_rows
+        if start + rows > offset and start < offset + n:
+            groups.append(i)
+            first = start if first is None else first
+        start += rows
+    if not groups:
+        return pf.schema_arrow.empty_table(), 0
+    return pf.read_row_groups(groups), offset - first
+
+
+def _preview_csv(path: Path, n: int, sep: str, offset: int = 0) -> Preview:
     import pyarrow.csv as pcsv
     head, whole = _head(path)
     try:
         table = pcsv.read_csv(io.BytesIO(head), parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True))
+        if offset:
+            window = _csv_window(path, sep, n, offset, table.schema)
     except pa.ArrowInvalid as exc:
         from engine.data.reading import _ragged_row
         want, line, got = _ragged_row(str(path), sep)
@@ -103,12 +135,40 @@ def _preview_csv(path: Path, n: int, sep: str) -> Preview:
     total, estimated = _estimate(path, head, whole, _lines(head), 1)
     if not estimated:
         total = table.num_rows
-    return Preview(columns, dtypes, table.slice(0, n).to_pylist(), total, estimated, str(path), "csv" if sep == "," else "tsv")
+    rows = window.to_pylist() if offset else table.slice(0, n).to_pylist()
+    return Preview(columns, dtypes, rows, total, estimated, str(path), "csv" if sep == "," else "tsv")
 
 
-def _preview_jsonl(path: Path, n: int) -> Preview:
+def _csv_window(path: Path, sep: str, n: int, offset: int, schema: pa.Schema) -> pa.Table:
+    """Rows [offset, offset + n) with the csv module's quoting rules (a quoted value may span lines),
+    re-parsed by Arrow with the head's column types; memory stays at one row at a time while skipping."""
+    import pyarrow.csv as pcsv
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = next(reader, [])
+        collections.deque(itertools.islice(reader, offset), maxlen=0)   # skip without keeping rows
+        rows = list(itertools.islice(reader, n))
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=sep)
+    writer.writerow(header)
+    writer.writerows(rows)
+    data = buf.getvalue().encode("utf-8")
+    parse = pcsv.ParseOptions(delimiter=sep, newlines_in_values=True)
+    try:
+        return pcsv.read_csv(io.BytesIO(data), parse_options=parse,
+                             convert_options=pcsv.ConvertOptions(column_types=schema))
+    except pa.ArrowInvalid:   # a value of another type than in the head: let Arrow infer again
+        return pcsv.read_csv(io.BytesIO(data), parse_options=parse)
+
+
+def _preview_jsonl(path: Path, n: int, offset: int = 0) -> Preview:
     import pyarrow.json as pjson
     head, whole = _head(path)
+    total, estimated = _estimate(path, head, whole, _lines(head), 0)
+    if not estimated:
+        total = len([line for line in head.split(b"\n") if line.strip()])
+    if offset:
+        head = _block_at_line(path, offset)
     lines = [line for line in head.split(b"\n") if line.strip()]
     try:
         table = pjson.read_json(io.BytesIO(b"\n".join(lines[:max(n, 1)])))
@@ -122,6 +182,7 @@ def _preview_jsonl(path: Path, n: int) -> Preview:
             try:
                 rows.append(json.loads(line))
             except ValueError as err:
+                number += offset
                 raise DataError(f"Not valid JSON ({err}).", file=str(path), row=number, row_label="line",
                                 code="bad_json", fix=f"Fix or delete line {number}: each line must be one JSON object.")
             if len(rows) == n:
@@ -131,10 +192,29 @@ def _preview_jsonl(path: Path, n: int) -> Preview:
     else:
         columns, dtypes = _schema(table)
         rows = table.slice(0, n).to_pylist()
-    total, estimated = _estimate(path, head, whole, _lines(head), 0)
-    if not estimated:
-        total = len(lines)
     return Preview(columns, dtypes, rows, total, estimated, str(path), "jsonl")
+
+
+def _block_at_line(path: Path, offset: int) -> bytes:
+    """BLOCK bytes starting at line ``offset + 1`` (cut at the last full line), found by counting
+    newlines one block at a time."""
+    with open(path, "rb") as fh:
+        skipped = 0
+        while skipped < offset:
+            chunk = fh.read(BLOCK)
+            if not chunk:
+                return b""
+            count = chunk.count(b"\n")
+            if skipped + count >= offset:
+                at = -1
+                for _ in range(offset - skipped):
+                    at = chunk.index(b"\n", at + 1)
+                fh.seek(fh.tell() - len(chunk) + at + 1)
+                break
+            skipped += count
+        data = fh.read(BLOCK)
+        more = bool(fh.read(1))
+    return data[:data.rfind(b"\n") + 1] or data if more else data
 
 
 def _py_type(values) -> str:
@@ -142,7 +222,7 @@ def _py_type(values) -> str:
     return kinds[0] if len(kinds) == 1 else ("mixed: " + ", ".join(kinds) if kinds else "null")
 
 
-def _preview_json(path: Path, n: int) -> Preview:
+def _preview_json(path: Path, n: int, offset: int = 0) -> Preview:
     # A JSON document has no line structure to stop at, so it is parsed whole (meant for small files).
     try:
         with open(path, encoding="utf-8") as fh:
@@ -153,7 +233,7 @@ def _preview_json(path: Path, n: int) -> Preview:
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
         value = lists[0] if len(lists) == 1 else [value]
-    rows = [r for r in value[:n] if isinstance(r, dict)]
+    rows = [r for r in value[offset:offset + n] if isinstance(r, dict)]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     try:
         dtypes = _schema(pa.Table.from_pylist(rows))[1]
@@ -162,7 +242,7 @@ def _preview_json(path: Path, n: int) -> Preview:
     return Preview(columns, dtypes, rows, len(value), False, str(path), "json")
 
 
-def _preview_folder(path: Path, n: int) -> Preview:
+def _preview_folder(path: Path, n: int, offset: int = 0) -> Preview:
     from datasets.data_files import DataFilesDict, get_data_patterns
     try:
         files = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
@@ -175,17 +255,17 @@ def _preview_folder(path: Path, n: int) -> Preview:
         raise DataError("No .jsonl, .json, .csv, .tsv or .parquet files in the folder.", file=str(path),
                         code="empty_folder", fix="Put train/validation/test files in it (e.g. train.jsonl).")
     first = splits.get("train") or next(iter(splits.values()))
-    result = preview(first[0], n)
+    result = preview(first[0], n, offset=offset)
     result.splits = splits
     return result
 
 
-def _preview_hub(data: str, n: int, subset: str | None, split: str | None) -> Preview:
+def _preview_hub(data: str, n: int, subset: str | None, split: str | None, offset: int = 0) -> Preview:
     import datasets
     from itertools import islice
     try:
         stream = datasets.load_dataset(data, subset, split=split or "train", streaming=True)
-        rows = list(islice(iter(stream), n))
+        rows = list(islice(iter(stream), offset, offset + n))
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"Could not open the Hub dataset {data!r}: {exc}.", file=data, code="hub_unavailable",
                         fix="Check the id, subset and split, download it while online, or use a local file.") from exc

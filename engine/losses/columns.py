@@ -23,10 +23,11 @@ def column_hashes(batch: dict) -> tuple[mx.array | None, mx.array | None]:
     return hashes[0], mx.concatenate(list(hashes[1:]))
 
 
-def duplicate_mask(candidate_hashes: mx.array, positive_hashes: mx.array) -> mx.array:
-    """True where candidate ``j`` has the same text as row ``i``'s own positive but is not column ``i``.
+def duplicate_mask(candidate_hashes: mx.array, positive_hashes: mx.array, offset: int = 0) -> mx.array:
+    """True where candidate ``j`` has the same text as row ``i``'s own positive but is not column ``offset + i``.
 
-    Column ``i`` is row ``i``'s positive (positives come first among the candidates). Such a
+    Column ``offset + i`` is row ``i``'s positive (positives come first among the candidates;
+    ``offset`` > 0 when they were gathered from every rank of a distributed run). Such a
     duplicate is a second copy of the right answer, so it must not count as a negative.
 
     >>> import mlx.core as mx
@@ -35,5 +36,5 @@ def duplicate_mask(candidate_hashes: mx.array, positive_hashes: mx.array) -> mx.
     """
     b, n = positive_hashes.shape[0], candidate_hashes.shape[0]
     same = positive_hashes[:, None] == candidate_hashes[None, :]  # (B, N)
-    own = mx.arange(b)[:, None] == mx.arange(n)[None, :]  # (B, N)
+    own = (mx.arange(b)[:, None] + offset) == mx.arange(n)[None, :]  # (B, N)
     return mx.logical_and(same, mx.logical_not(own))  # (B, N)

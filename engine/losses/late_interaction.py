@@ -4,6 +4,7 @@ from __future__ import annotations
 import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
+from engine.distributed import gather_group, gather_plain, gather_rows
 from engine.losses.columns import column_hashes, duplicate_mask
 from engine.losses.scores import maxsim
 
@@ -25,12 +26,15 @@ def late_interaction_loss(
     *,
     candidate_hashes: mx.array | None = None,
     positive_hashes: mx.array | None = None,
+    offset: int = 0,
 ) -> mx.array:
     """Mean cross-entropy of each query's MaxSim scores against all in-batch documents.
 
     queries [B, Tq, D], query_mask [B, Tq]; documents [B*(1+n), Td, D] = positives then each
     negative column, document_mask [B*(1+n), Td]; document ``i`` is query ``i``'s positive.
-    Hashes mask duplicates of the positive exactly as in ``mnrl_loss``.
+    Hashes mask duplicates of the positive exactly as in ``mnrl_loss``. Gathered across ranks
+    (distributed), documents hold every rank's positives then negatives and query ``i``'s positive
+    is document ``offset + i`` (``offset`` = rank * B).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -38,10 +42,10 @@ def late_interaction_loss(
     raw = maxsim(queries, documents, query_mask, document_mask) / temperature  # (B, B*(1+n))
     scores = raw
     if candidate_hashes is not None:
-        positive_hashes = candidate_hashes[:b] if positive_hashes is None else positive_hashes
-        scores = mx.where(duplicate_mask(candidate_hashes, positive_hashes), -mx.inf, scores)  # (B, B*(1+n))
+        positive_hashes = candidate_hashes[offset:offset + b] if positive_hashes is None else positive_hashes
+        scores = mx.where(duplicate_mask(candidate_hashes, positive_hashes, offset), -mx.inf, scores)  # (B, B*(1+n))
     idx = mx.arange(b)
-    return mx.mean(mx.logsumexp(scores, axis=1) - raw[idx, idx])
+    return mx.mean(mx.logsumexp(scores, axis=1) - raw[idx, idx + offset])
 
 
 class LateInteractionContrastiveLoss:
@@ -83,10 +87,13 @@ class LateInteractionContrastiveLoss:
     Distillation loss (KL to teacher scores, not implemented here).
     """
 
-    def __init__(self, temperature: float = 1.0, **options):
+    def __init__(self, temperature: float = 1.0, gather_across_ranks: bool = False, **options):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+        # Distributed runs: documents from every rank's rows (the global batch). Every rank's
+        # columns must then have the same token count (the trainer pads them to the longest).
+        self.gather_across_ranks = bool(gather_across_ranks)
         self.unused_options = dict(options)  # meant for other losses; the trainer warns about them
 
     def __call__(self, model, batch: dict) -> mx.array:
@@ -102,5 +109,12 @@ class LateInteractionContrastiveLoss:
         documents = mx.concatenate([v for v, _ in padded], axis=0)  # (B*(1+n), Td, D)
         document_mask = mx.concatenate([m for _, m in padded], axis=0)  # (B*(1+n), Td)
         _, candidate_hashes = column_hashes(batch)
+        group, offset = gather_group(self.gather_across_ranks), 0
+        if group is not None:  # column by column, so the layout is the single-process one of the global batch
+            documents = mx.concatenate([gather_rows(v, group) for v, _ in padded], axis=0)  # (N*B*(1+n), Td, D)
+            document_mask = mx.concatenate([gather_plain(m, group) for _, m in padded], axis=0)  # (N*B*(1+n), Td)
+            if candidate_hashes is not None:
+                candidate_hashes = mx.concatenate([gather_plain(h, group) for h in batch["hashes"][1:]])
+            offset = group.rank() * vectors[0].shape[0]
         return late_interaction_loss(vectors[0], masks[0], documents, document_mask, self.temperature,
-                                     candidate_hashes=candidate_hashes)
+                                     candidate_hashes=candidate_hashes, offset=offset)

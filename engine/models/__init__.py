@@ -178,10 +178,28 @@ def _assign_weights(target, weights: dict, family, heads_may_be_new: bool, where
     return missing
 
 
-def _load_tokenizer(model_dir: Path, family):
-    from transformers import AutoTokenizer
+def _tokenizer_class(model_dir: Path):
+    """The class tokenizer_config.json names, when transformers has it: loading through it skips
+    AutoTokenizer's config machinery, which imports torch (~190 MB of a training process's memory)."""
+    import json
+    import transformers
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        name = json.loads((model_dir / "tokenizer_config.json").read_text()).get("tokenizer_class")
+        return getattr(transformers, name) if isinstance(name, str) and name.isidentifier() else None
+    except (OSError, ValueError, AttributeError, ImportError, RuntimeError):
+        return None
+
+
+def _load_tokenizer(model_dir: Path, family):
+    cls = _tokenizer_class(model_dir)
+    try:
+        try:
+            tokenizer = cls.from_pretrained(str(model_dir)) if cls is not None else None
+        except Exception:  # anything unusual: AutoTokenizer's way
+            tokenizer = None
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as exc:
         raise ModelError(f"Could not load the tokenizer from {model_dir} ({type(exc).__name__}: {exc}). "
                          "The folder needs tokenizer.json or the tokenizer files of its model.") from None

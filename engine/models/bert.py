@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 import mlx.nn as nn
 
+from engine.models.activations import gelu
 from engine.models.attention import attention, make_mask
 from engine.models.base import TaskModel, run_layer
 
@@ -16,7 +17,8 @@ DEFAULT_POOLING = "mean"
 # Checkpoint keys that belong to other tasks' heads (or non-persistent buffers): skipped on load.
 IGNORED_KEYS = ("cls.", "classifier.", "qa_outputs.", "pooler.", "embeddings.position_ids")
 OPTIONAL_KEYS = ("pooler.",)  # absent from checkpoints saved without the pooling layer
-ACTIVATIONS = {"gelu": nn.gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
+# "gelu" is exact GELU with an arithmetic-only erf: mx.erf runs per element on the CPU backend.
+ACTIVATIONS = {"gelu": gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
                "relu": nn.relu, "silu": nn.silu, "swish": nn.silu}
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 import mlx.nn as nn
 
+from engine.models.activations import gelu
 from engine.models.attention import attention, make_mask
 from engine.models.base import TaskModel, run_layer
 from engine.models.heads import pool
@@ -18,7 +19,8 @@ DEFAULT_POOLING = "mean"
 # Checkpoint keys of other tasks' heads: skipped on load. A tied MLM checkpoint that still stores
 # `decoder.weight` has it skipped here too (the tied model has no such parameter).
 IGNORED_KEYS = ("head.", "decoder.", "classifier.")
-ACTIVATIONS = {"gelu": nn.gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
+# "gelu" is exact GELU with an arithmetic-only erf: mx.erf runs per element on the CPU backend.
+ACTIVATIONS = {"gelu": gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
                "relu": nn.relu, "silu": nn.silu, "swish": nn.silu}
 LAYER_TYPES = ("full_attention", "sliding_attention")
 

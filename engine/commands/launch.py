@@ -1,0 +1,174 @@
+"""`raclate launch [-n N | --hosts H1,H2 | --hostfile F] -- train ...`: data-parallel training.
+
+Writes an MLX host file (ring backend) and hands over to `mlx.launch`, which starts one
+`raclate train ... --distributed` per entry: locally for `-n N` alone, over SSH for `--hosts`
+(same Python path and working folder on every machine; see README "Train on several Macs").
+`--batch-size` is per process: the global batch is batch size × processes. A `--config FILE` is
+passed inline to other machines, so only the data and the model have to exist there.
+
+Ctrl+C (or the app's Stop) reaches the local processes, which agree with the others to stop at the
+same step; rank 0 writes the checkpoint. The launcher itself ignores it so it can relay the last
+events."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from engine.commands import guarded
+
+LOCAL = "127.0.0.1"
+LAUNCH_MAIN = "import sys; from mlx._distributed_utils.launch import main; sys.argv[0] = 'mlx.launch'; sys.exit(main())"
+
+
+def add_parser(sub) -> None:
+    import argparse
+    p = sub.add_parser("launch", help="Train on several processes or Macs (data parallel, via mlx.launch).",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--processes", type=int, default=None, metavar="N",
+                   help="Processes per host (alone: N processes on this machine, for a test).")
+    p.add_argument("--hosts", default=None, metavar="H1,H2",
+                   help="SSH host names, in rank order (rank 0 first, usually this Mac); NAME=IP sets the address "
+                        "the processes talk over (e.g. the Thunderbolt bridge's).")
+    p.add_argument("--hostfile", default=None, metavar="FILE", help="An mlx.launch host file (JSON) to use as is.")
+    p.add_argument("--backend", default="ring", help="MLX distributed backend (default ring: TCP over Ethernet, "
+                                                     "Wi-Fi or a Thunderbolt bridge).")
+    p.add_argument("--port", type=int, default=None, help="First TCP port of the ring (default: a free one).")
+    p.add_argument("--python", default=sys.executable, help="Python on every host (default: this one; the same "
+                                                            "virtual-environment path must exist on each Mac).")
+    p.add_argument("--dry-run", action="store_true", help="Print the host file and the mlx.launch command; start nothing.")
+    p.add_argument("--verbose", action="store_true", help="mlx.launch's own log.")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- train <the flags of raclate train>")
+    p.set_defaults(run=guarded(run))
+
+
+def parse_hosts(text: str | None, processes: int | None) -> list[dict]:
+    """[{ssh, ips}] per process, rank order: ``-n N`` alone is N local processes."""
+    from engine.cli import CliError
+    per_host = processes or 1
+    if per_host < 1:
+        raise CliError(f"-n must be at least 1, got {per_host}.")
+    if not text:
+        if processes is None:
+            raise CliError("Say where to run: -n N (processes on this machine) or --hosts mac1,mac2.")
+        return [{"ssh": LOCAL, "ips": [LOCAL]} for _ in range(per_host)]
+    hosts = []
+    for item in (h.strip() for h in text.split(",")):
+        if not item:
+            raise CliError(f"--hosts has an empty entry: {text!r}.")
+        name, _, ip = item.partition("=")
+        ip = ip or resolve(name)
+        hosts += [{"ssh": name, "ips": [ip]} for _ in range(per_host)]
+    return hosts
+
+
+def resolve(name: str) -> str:
+    """An IPv4 address for ``name`` (the ring backend wants addresses, not names)."""
+    from engine.cli import CliError
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    if name in ("localhost", socket.gethostname()):
+        return LOCAL
+    try:
+        return socket.getaddrinfo(name, None, socket.AF_INET)[0][4][0]
+    except OSError:
+        raise CliError(f"Could not find the address of host {name!r}. Give it as {name}=IP "
+                       "(e.g. the Thunderbolt bridge address, System Settings → Network).") from None
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports that are free here right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((LOCAL, 0))
+            start = s.getsockname()[1]
+        if start + count >= 65535:
+            continue
+        try:
+            held = []
+            for port in range(start, start + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind((LOCAL, port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise OSError("no free TCP port range found")
+
+
+def train_command(command: list[str], remote: bool) -> list[str]:
+    """`train ...` as each process runs it: the raclate script, --distributed, an inline --config."""
+    from engine.cli import CliError
+    command = list(command[1:] if command[:1] == ["--"] else command)
+    if command[:1] != ["train"]:
+        raise CliError("raclate launch runs training: put `-- train <flags>` after its own options.")
+    if "--distributed" not in command:
+        command.append("--distributed")
+    if remote:  # the other machines may not have the config file: pass its content
+        for i, arg in enumerate(command):
+            path = arg.split("=", 1)[1] if arg.startswith("--config=") else command[i + 1] if arg == "--config" else None
+            if path and not path.lstrip().startswith("{"):
+                try:
+                    text = json.dumps(json.loads(Path(path).read_text()), separators=(",", ":"))
+                except (OSError, ValueError) as exc:
+                    raise CliError(f"Could not read --config {path}: {exc}.") from None
+                if arg == "--config":
+                    command[i + 1] = text
+                else:
+                    command[i] = f"--config={text}"
+    script = Path(sys.executable).with_name("raclate")
+    return ([str(script)] if script.exists() else ["-m", "engine.cli"]) + command
+
+
+def build(ns) -> tuple[list[str], dict | None]:
+    """(the mlx.launch command line, the host file it reads or None with --hostfile)."""
+    hostfile = None
+    if ns.hostfile:
+        hosts_arg, remote, count = ["--hostfile", ns.hostfile], True, 0
+    else:
+        hosts = parse_hosts(ns.hosts, ns.processes)
+        remote, count = any(h["ssh"] != LOCAL for h in hosts), len(hosts)
+        hostfile = {"backend": ns.backend, "envs": [], "hosts": hosts}
+        hosts_arg = ["--hostfile", "<hostfile>"]
+    env = ["PYTHONUNBUFFERED=1", "TOKENIZERS_PARALLELISM=false"]
+    if hostfile and not remote and count > 1:  # processes sharing this machine's cores: don't oversubscribe BLAS
+        threads = max(1, (os.cpu_count() or 1) // count)
+        env += [f"{name}={os.environ.get(name, threads)}" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
+    port = ns.port or free_ports(max(count, 1))
+    launcher = Path(sys.executable).with_name("mlx.launch")
+    argv = [str(launcher)] if launcher.exists() else [sys.executable, "-c", LAUNCH_MAIN]
+    argv += [*hosts_arg, "--backend", ns.backend, "--starting-port", str(port), "--python", ns.python,
+             "--cwd", os.getcwd(), *[f"--env={e}" for e in env], *(["--verbose"] if ns.verbose else []),
+             "--", *train_command(ns.command, remote)]
+    return argv, hostfile
+
+
+def run(ns) -> int:
+    argv, hostfile = build(ns)
+    if hostfile is not None:
+        fd, path = tempfile.mkstemp(prefix="raclate-hosts-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(hostfile, f, indent=2)
+        argv[argv.index("<hostfile>")] = path
+    if ns.dry_run:
+        if hostfile is not None:
+            print(f"# host file {path}\n{json.dumps(hostfile, indent=2)}")
+        print(shlex.join(argv))
+        return 0
+    sys.stdout.flush()
+    # The launcher ignores Ctrl+C / the app's SIGINT (it would die and drop the last events); the training
+    # processes set their own handler and stop together at the next step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.execv(argv[0], argv)
+    return 1  # not reached
