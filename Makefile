@@ -23,5 +23,16 @@ test: setup
 test-fast: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
 
+# The desktop app bundle (packaging/raclate.spec, see packaging/README.md): macOS → "dist/RACLATE Tuner.app"
+# (ad-hoc signed), Linux → dist/raclate-tuner/raclate-tuner.
+APP_DIST ?= dist
+APP_WORK ?= build/pyinstaller
+app: setup
+	$(PY) -m PyInstaller --noconfirm --log-level WARN --distpath $(APP_DIST) --workpath $(APP_WORK) packaging/raclate.spec
+	@if [ "$$(uname -s)" = "Darwin" ]; then \
+	  codesign --force --deep -s - "$(APP_DIST)/RACLATE Tuner.app" && \
+	  echo "app: $(APP_DIST)/RACLATE Tuner.app (ad-hoc signed; open it with: open \"$(APP_DIST)/RACLATE Tuner.app\")"; \
+	else echo "app: $(APP_DIST)/raclate-tuner/raclate-tuner"; fi
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

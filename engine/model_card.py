@@ -120,8 +120,9 @@ def _training_section(record: dict) -> list[str]:
         lines.append(f"- validation data: `{data['eval_data']}`")
     elif data.get("validation_split"):
         lines.append(f"- validation: {data['validation_split']:.0%} of the rows held out (seed {data.get('seed')})")
-    if data.get("columns"):
-        lines.append("- columns: " + ", ".join(f"{c} → {r}" for r, c in data["columns"].items()))
+    mapped = {r: c for r, c in (data.get("columns") or {}).items() if c}   # None: a role left unmapped
+    if mapped:
+        lines.append("- columns: " + ", ".join(f"{c} → {r}" for r, c in mapped.items()))
     fingerprints = {k: v for k, v in (record.get("data_fingerprints") or {}).items() if v}
     if fingerprints:
         lines.append("- fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in fingerprints.items()))

@@ -10,7 +10,9 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QIcon, QImage, QPainter, QPixmap
 
-ICONS_DIR = Path(__file__).resolve().parent.parent / "resources" / "icons"
+from engine.defaults import RESOURCES_DIR   # resources/ of the checkout, or of the app bundle
+
+ICONS_DIR = RESOURCES_DIR / "icons"
 SVG = ICONS_DIR / "raclate.svg"
 PNG = ICONS_DIR / "raclate.png"
 

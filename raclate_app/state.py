@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.data import DataError, DatasetArgs, preview
+from engine.data.args import base_role
 from engine.defaults import RESOURCES_DIR
 from engine.training_args import TrainingArgs
 from raclate_app.checks import CheckResult, check_data, finding_from_error, load_tokenizer
@@ -59,6 +60,7 @@ class Project(QObject):
         self.mapping: dict[str, str] = {}
         self.model = self.settings.get("model/last", "default")
         self.training: dict = {}
+        self.keep_settings_for: str | None = None   # a duplicated run's model: its preset must not apply
         self.check: CheckResult | None = None
         self.validating = False
         self.tokenizer = None
@@ -106,10 +108,10 @@ class Project(QObject):
         self.set_model("default")
         self.open_source(str(DEMO_FILE))
 
-    def more_rows(self, n: int, on_done) -> None:
-        """A longer preview of the current source (to show a row the report points at)."""
-        self.worker.submit("more_rows", preview, self.source, n, subset=self.subset, split=self.split,
-                           on_done=on_done, on_error=lambda exc: self.notice.emit(str(exc)))
+    def rows_at(self, offset: int, on_done) -> None:
+        """Preview rows of the current source from row ``offset`` (to show a row the report points at)."""
+        self.worker.submit("rows_at", preview, self.source, PREVIEW_ROWS, subset=self.subset, split=self.split,
+                           offset=offset, on_done=on_done, on_error=lambda exc: self.notice.emit(str(exc)))
 
     def _on_preview(self, pv, source: str, subset, split) -> None:
         self.loading_source = ""
@@ -210,9 +212,13 @@ class Project(QObject):
     # -- validation ----------------------------------------------------------------------------------
     def data_args(self) -> dict:
         """DatasetArgs fields for run.json (task, max_length and seed are set by the CLI from the rest)."""
+        chosen = self.engine_columns()
+        # Roles the user left on "ignore" are sent as None, so the engine does not guess them back.
+        unmapped = {r: None for r in self.task.required + self.task.optional
+                    if not any(base_role(c) == r for c in chosen)}
         return {"data": self.source, "eval_data": self.eval_file, "subset": self.subset, "split": self.split,
                 "validation_split": 0.0 if self.has_validation_split else self.validation_split,
-                "columns": self.engine_columns()}
+                "columns": {**unmapped, **chosen}}
 
     def schedule_validation(self) -> None:
         if self.preview is not None:

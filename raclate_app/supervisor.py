@@ -1,5 +1,6 @@
 """TrainingSupervisor: a QThread that runs `python -m engine.cli train --config run.json --events -`
-in its own process group, reads its JSON-line events and re-emits them as Qt signals.
+(in the app bundle: `<app executable> --train-child train ...`) in its own process group, reads
+its JSON-line events and re-emits them as Qt signals.
 
 The child, not a thread, trains (see DESIGN §1): an MLX out-of-memory abort kills only the child,
 and Stop always works (SIGINT → the child finishes its step, checkpoints and exits; SIGKILL when
@@ -37,6 +38,16 @@ def _own_process_group() -> dict:
     return {"start_new_session": True}
 
 
+def child_command(python: str, args: list[str]) -> list[str]:
+    """How to run ``engine.cli`` with ``args`` in a child process: in the app bundle (PyInstaller,
+    ``sys.frozen``) there is no Python to run ``-m`` with, so the bundle's own executable is started
+    with ``--train-child`` (raclate_app.main hands the rest to ``engine.cli.main``); else
+    ``python -u -m engine.cli``."""
+    if getattr(sys, "frozen", False) and python == sys.executable:
+        return [python, "--train-child", *args]
+    return [python, "-u", "-m", "engine.cli", *args]
+
+
 class TrainingSupervisor(QThread):
     run_started = Signal(object)
     phase_changed = Signal(str)
@@ -68,7 +79,7 @@ class TrainingSupervisor(QThread):
         self._output_dir: str | None = None
 
     def command(self) -> list[str]:
-        return [self.python, "-u", "-m", "engine.cli", "train", "--config", str(self.config_path), "--events", "-"]
+        return child_command(self.python, ["train", "--config", str(self.config_path), "--events", "-"])
 
     # called from the GUI thread ----------------------------------------------------------------
     def request_stop(self) -> None:

@@ -61,11 +61,68 @@ class MainWindow(QMainWindow):
         train = self.pages.get("train")
         if train is not None:
             train.running_changed.connect(self.on_train_running_changed)
+        self._connect_pages()
         self.restore_state()
         self.update_status()
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.on_app_about_to_quit)
+
+    def _connect_pages(self) -> None:
+        """Runs page actions that lead to other pages; finished runs refresh the lists of runs."""
+        runs = self.pages.get("runs")
+        if runs is None or "evaluate" not in self.pages:
+            return
+        from raclate_app.pages.runs import apply_duplicate
+        runs.duplicate_requested.connect(lambda s: (apply_duplicate(self.project, s), self.go_to("data")))
+        runs.resume_requested.connect(self.resume_run)
+        runs.export_requested.connect(self.export_model)
+        runs.evaluate_requested.connect(self.evaluate_model)
+        self.pages["train"].running_changed.connect(lambda on: on or self.refresh_runs())
+
+    def evaluate_model(self, path: str) -> None:
+        page = self.pages["evaluate"]
+        page.picker.set_runs(self.pages["runs"].runs)   # the Runs page's list is the freshest
+        page.select_model(path)
+        self.go_to("evaluate")
+
+    def refresh_runs(self) -> None:
+        for key in ("runs", "evaluate", "playground"):
+            page = self.pages.get(key)
+            if page is not None:
+                (page.refresh if key == "runs" else page.refresh_runs)()
+
+    def resume_run(self, config: dict, run) -> None:
+        from raclate_app.runs import history
+        self.go_to("train")
+        train = self.pages["train"]
+        checkpoint = Path(config["training"]["resume_from_checkpoint"])
+        note = f"Resuming {run.name} from {checkpoint.name}."
+        if not train.start_config(config, run.path, note):
+            self.statusBar().showMessage("A training run is already running: stop it first.", 8000)
+            return
+        step = next((c.step for c in run.checkpoints() if c.path == checkpoint), 0)
+        for event in history(run):   # the curves so far, up to the checkpoint; the child adds the rest
+            if event.get("step", 0) <= step:
+                (train.plots.add_step if event.get("event") == "step" else train.plots.add_eval)(event)
+
+    def export_model(self, path: str | None = None) -> None:
+        """The export dialog for ``path`` (default: the run selected on the Runs page, else a folder)."""
+        from PySide6.QtWidgets import QFileDialog
+
+        from raclate_app.widgets.export_dialog import ExportDialog
+        runs = self.pages.get("runs")
+        run = runs.current_run() if runs is not None else None
+        if not path and run is not None and run.has_model:
+            path = str(run.path)
+        path = path or QFileDialog.getExistingDirectory(self, "The model folder to export")
+        if not path:
+            return
+        task = run.task_key if run is not None and str(run.path) == str(path) else None
+        dialog = ExportDialog(path, task, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        self.export_dialog = dialog
 
     # -- menus ------------------------------------------------------------------------------------
     def _action(self, menu, text, slot, shortcut=None, tip="") -> QAction:
@@ -88,6 +145,9 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self.fill_recent_menu)
         self._action(file_menu, "Try the &Demo Dataset", self.load_demo)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Export Model…", lambda: self.export_model(), "Ctrl+E",
+                     "Write a model folder for sentence-transformers, PyLate or transformers; push it to the Hub")
         file_menu.addSeparator()
         self.quit_action = self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
@@ -156,6 +216,13 @@ class MainWindow(QMainWindow):
         if paths and self.pages["data"].open_paths(paths):
             self.go_to("data")
             event.acceptProposedAction()
+
+    def open_paths(self, paths) -> bool:
+        """Open data files on the Data page (macOS Dock icon / “Open With”: raclate_app.main)."""
+        if self.pages["data"].open_paths([Path(p) for p in paths]):
+            self.go_to("data")
+            return True
+        return False
 
     # -- status -----------------------------------------------------------------------------------
     def update_status(self, *_args) -> None:
@@ -244,5 +311,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping the training run; the window closes when it has stopped.")
             event.ignore()
             return
+        for page in self.pages.values():   # cancel evaluations, wait for model threads
+            if hasattr(page, "shutdown"):
+                page.shutdown()
         self.save_state()
         super().closeEvent(event)

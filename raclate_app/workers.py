@@ -6,9 +6,48 @@ newer request is dropped, so a slow file can never overwrite a newer one on scre
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+
+class Cancelled(Exception):
+    """Raised inside a job by its Progress when the user pressed Cancel."""
+
+
+class Progress(QObject):
+    """Handed to a long job as its ``progress(done, total, text)`` callback: each call is relayed to the
+    GUI thread as ``progressed`` and raises :class:`Cancelled` once ``cancel()`` was called."""
+    progressed = Signal(int, int, str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def __call__(self, done: int, total: int, text: str = "") -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+        try:
+            self.progressed.emit(int(done), int(total), str(text))
+        except RuntimeError:
+            pass   # the page closed while the job ran
+
+
+def model_thread_pool(parent=None) -> QThreadPool:
+    """One dedicated thread that never expires: every job that touches a page's loaded MLX model runs
+    on it, one at a time and in order (a model and its tokenizer are never used by two threads)."""
+    pool = QThreadPool(parent)
+    pool.setMaxThreadCount(1)
+    pool.setExpiryTimeout(-1)
+    return pool
 
 
 class _JobSignals(QObject):

@@ -102,21 +102,18 @@ def test_fatal_problem_disables_train_with_a_message(qtbot, window, tmp_path, sc
     window.go_to("train")
     shot(window, screenshots, "train_blocked_by_data")
     assert not train.start()                                              # the guard holds programmatically too
-    # Ignoring the score column should fix it, but the engine completes a mapping with its guesses
-    # (see test_ignoring_a_guessed_column_takes_effect): the page must say so instead of pretending.
+    # ignoring the bad score column fixes it: the engine keeps an ignored role unmapped
     combo = window.pages["data"].mapping.combos["score"]
     combo.setCurrentIndex(combo.findData("ignore"))
     wait_checked(qtbot, p)
-    assert "set to ignore, but training will still use it" in window.pages["data"].report.toPlainText()
-    assert not train.start_button.isEnabled()
+    assert p.check.report.ok and train.start_button.isEnabled()
+    assert p.data_args()["columns"]["label"] is None
     # a required role left unmapped says which one
     combo = window.pages["data"].mapping.combos["document"]
     combo.setCurrentIndex(combo.findData("ignore"))
     assert not train.start_button.isEnabled() and "text pair" in train.blocking.text()
 
 
-@pytest.mark.xfail(strict=True, reason="engine: resolve_columns re-adds a guessed column the user set to ignore; "
-                                       "needs a way to say 'no column for this role' in DatasetArgs")
 def test_ignoring_a_guessed_column_takes_effect(qtbot, project, tmp_path):
     rows = [{"query": f"q {i}", "document": f"d {i}", "score": "high" if i % 5 == 0 else 0.5} for i in range(25)]
     project.set_task("sentence-similarity")
@@ -124,7 +121,18 @@ def test_ignoring_a_guessed_column_takes_effect(qtbot, project, tmp_path):
     qtbot.waitUntil(lambda: project.preview is not None, timeout=10_000)
     project.set_role("score", "ignore")
     wait_checked(qtbot, project)
-    assert project.check.report.ok
+    assert project.check.report.ok and project.check.columns == {"text": "query", "text_pair": "document"}
+
+
+def test_fatal_findings_keep_counts_and_lengths(qtbot, project, tmp_path):
+    """The check uses load_dataset(strict=False): a fatal finding still shows row counts and lengths."""
+    rows = [{"query": f"q {i}", "document": f"d {i}", "score": "high" if i % 5 == 0 else 0.5} for i in range(25)]
+    project.set_task("sentence-similarity")
+    project.open_source(str(write_jsonl(tmp_path / "scored.jsonl", rows)))
+    qtbot.waitUntil(lambda: project.preview is not None and project.tokenizer is not None, timeout=60_000)
+    wait_checked(qtbot, project)
+    report = project.check.report
+    assert not report.ok and sum(report.num_rows.values()) == 25 and report.length_histogram
 
 
 def test_large_file_previews_at_once(qtbot, data_page, project, tmp_path, monkeypatch):
@@ -143,6 +151,24 @@ def test_large_file_previews_at_once(qtbot, data_page, project, tmp_path, monkey
     assert data_page.table_model.rowCount() == 200
     assert project.preview.num_rows_is_estimate and 900_000 < project.preview.num_rows < 1_100_000
     assert "≈" in data_page.info_label.text()
+
+
+def test_report_link_past_the_preview_reads_the_rows_there(qtbot, data_page, project, tmp_path, monkeypatch):
+    rows = [{"question": f"Question {i}?", "answer": f"Answer {i}."} for i in range(5000)]
+    path = write_jsonl(tmp_path / "long.jsonl", rows)
+    monkeypatch.setattr(project, "schedule_validation", lambda: None)   # only the rows matter here
+    with qtbot.waitSignal(project.source_changed, timeout=10_000):
+        data_page.open_paths([path])
+    assert data_page.table_model.rowCount() == 200
+    data_page.on_report_row_clicked(str(path), 4321, "train")          # a finding's example: line 4321
+    qtbot.waitUntil(lambda: data_page.table_model.offset > 0, timeout=10_000)
+    model, row = data_page.table_model, data_page.table.currentIndex().row()
+    assert model.rows[row]["question"] == "Question 4320?"
+    assert model.headerData(row, __import__("PySide6.QtCore").QtCore.Qt.Orientation.Vertical) == "4321"
+    assert "showing rows" in data_page.info_label.text() and project.preview.num_rows == 5000
+    data_page.show_row(2)                                               # back near the top
+    qtbot.waitUntil(lambda: data_page.table_model.offset == 0, timeout=10_000)
+    assert model.rows[data_page.table.currentIndex().row()]["question"] == "Question 2?"
 
 
 def test_demo_button_and_what_the_model_sees(qtbot, data_page, project, screenshots):

@@ -19,13 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_pages_in_flow_order_and_next_buttons(qtbot, window, screenshots):
     from raclate_app.pages import PAGES
-    assert [s.key for s in PAGES] == ["data", "model", "train"]
-    assert [window.sidebar.item(i).text().split()[1] for i in range(3)] == ["Data", "Model", "Train"]
+    assert [s.key for s in PAGES] == ["data", "model", "train", "evaluate", "playground", "runs"]
+    assert [window.sidebar.item(i).text().split()[1] for i in range(6)] == ["Data", "Model", "Train", "Evaluate",
+                                                                          "Playground", "Runs"]
     assert window.current_page_key() == "data"
     window.pages["data"].next_button.click()
     assert window.current_page_key() == "model"
     window.pages["model"].next_button.click()
     assert window.current_page_key() == "train"
+    window.go_to("evaluate")
+    window.pages["evaluate"].next_button.click()
+    assert window.current_page_key() == "playground"
+    window.pages["playground"].next_button.click()
+    assert window.current_page_key() == "runs"
     assert window.statusBar().isVisible() and window.status_label.text()
     for key in ("data", "model", "train"):
         window.go_to(key)
@@ -40,7 +46,9 @@ def test_menus_have_the_usual_shortcuts(window):
     menus = {a.text().replace("&", ""): a.menu() for a in window.menuBar().actions()}
     assert list(menus) == ["File", "Training", "View", "Help"]
     view = {a.text(): a.shortcut().toString() for a in menus["View"].actions()}
-    assert view == {"Data": "Ctrl+1", "Model & Task": "Ctrl+2", "Train": "Ctrl+3"}
+    assert view == {"Data": "Ctrl+1", "Model & Task": "Ctrl+2", "Train": "Ctrl+3", "Evaluate": "Ctrl+4",
+                    "Playground": "Ctrl+5", "Runs": "Ctrl+6"}
+    assert any(a.text() == "&Export Model…" and a.shortcut().toString() == "Ctrl+E" for a in menus["File"].actions())
     assert any("Diagnostics" in a.text() for a in menus["Help"].actions())
     assert not window.windowIcon().isNull()
 

@@ -25,6 +25,9 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("data", "Data", "raclate_app.pages.data", "DataPage", "Choose and check the training data"),
     PageSpec("model", "Model & Task", "raclate_app.pages.model", "ModelPage", "What to train, from which model"),
     PageSpec("train", "Train", "raclate_app.pages.train", "TrainPage", "Run, watch and stop training"),
+    PageSpec("evaluate", "Evaluate", "raclate_app.pages.evaluate", "EvaluatePage", "Metrics of a trained model, before/after"),
+    PageSpec("playground", "Playground", "raclate_app.pages.playground", "PlaygroundPage", "Try a model on your own text"),
+    PageSpec("runs", "Runs", "raclate_app.pages.runs", "RunsPage", "Past runs: compare, duplicate, resume, export"),
 )
 
 

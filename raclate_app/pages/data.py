@@ -189,8 +189,10 @@ class DataPage(QWidget):
         total = f"{'≈' if pv.num_rows_is_estimate else ''}{pv.num_rows:,} rows" if pv.num_rows is not None else \
             "row count unknown"
         splits = f" · splits: {', '.join(pv.splits)}" if pv.splits else ""
-        self.info_label.setText(f"<b>{Path(p.source).name or p.source}</b> · {pv.format} · {total}{splits} · "
-                                f"showing the first {len(pv.rows):,}")
+        offset = getattr(pv, "offset", 0)
+        shown = f"showing the first {len(pv.rows):,}" if not offset else \
+            f"showing rows {offset + 1:,}–{offset + len(pv.rows):,}"
+        self.info_label.setText(f"<b>{Path(p.source).name or p.source}</b> · {pv.format} · {total}{splits} · {shown}")
         self.info_label.setToolTip(p.source)
         self.on_mapping_changed(rebuild=True)
         self.split_box.update_from(p)
@@ -242,7 +244,7 @@ class DataPage(QWidget):
         from engine.data import DataError
         from engine.data.mapping import resolve_columns
         p = self.project
-        chosen = p.engine_columns()
+        chosen = p.data_args()["columns"]
         try:
             resolved = resolve_columns(p.columns, p.task.engine_task, chosen)
         except DataError:
@@ -269,25 +271,30 @@ class DataPage(QWidget):
         self.show_row(self.table_model.row_for_line(number))
 
     def show_row(self, row: int) -> None:
-        if 0 <= row < self.table_model.rowCount():
-            index = self.table_model.index(row, 0)
+        """Select data row ``row`` (0 = the file's first data row), reading the rows around it when
+        they are not in the preview."""
+        local = row - self.table_model.offset
+        if 0 <= local < self.table_model.rowCount():
+            index = self.table_model.index(local, 0)
             self.table.selectionModel().setCurrentIndex(
                 index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
             self.table.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
             return
         pv = self.project.preview
-        if row >= 0 and (pv.num_rows is None or row < pv.num_rows):
-            self.project.notice.emit(f"Loading more rows to show row {row + self.table_model.first_row_number} …")
-            self.project.more_rows(row + 100, lambda more: self._on_more_rows(more, row))
+        if row >= 0 and (pv.num_rows is None or pv.num_rows_is_estimate or row < pv.num_rows):
+            number = row + self.table_model.first_row_number
+            self.project.notice.emit(f"Reading the rows around {self.table_model.numbering} {number:,} …")
+            self.project.rows_at(max(row - 20, 0), lambda window: self._on_rows_at(window, row))
 
-    def _on_more_rows(self, more, row: int) -> None:
-        if row >= len(more.rows):
-            self.project.notice.emit(f"Row {row + self.table_model.first_row_number} is past what the preview reads; "
-                                     "open the file in an editor to see it.")
+    def _on_rows_at(self, window, row: int) -> None:
+        if not 0 <= row - window.offset < len(window.rows):
+            self.project.notice.emit(f"{self.table_model.numbering.capitalize()} "
+                                     f"{row + self.table_model.first_row_number:,} is past the end of the data.")
             return
-        self.project.preview = more
-        self.table_model.set_preview(more)
-        self.on_mapping_changed()
+        window.num_rows, window.num_rows_is_estimate = self.project.preview.num_rows, \
+            self.project.preview.num_rows_is_estimate
+        self.project.preview = window
+        self.on_source_changed()
         self.show_row(row)
 
     def render_row(self, row: int) -> None:
@@ -303,7 +310,7 @@ class DataPage(QWidget):
             self.model_sees.show_message("Map the required columns to see what the model reads.")
             return
         values = p.training_values()
-        label = f"{self.table_model.numbering.capitalize()} {row + self.table_model.first_row_number}"
+        label = f"{self.table_model.numbering.capitalize()} {self.table_model.number_of(row)}"
         titles = {r: role_title(r, p.task) for r in list(columns) + ["text", "tokens"]}
         tokenizer = p.tokenizer
         p.worker.submit("render", render_row, dict(self.table_model.rows[row]), columns, tokenizer,

@@ -127,6 +127,7 @@ class ModelPage(QWidget):
         self.next_button.clicked.connect(self.next_requested)
         p.task_changed.connect(self.on_task_changed)
         p.model_changed.connect(self.on_model_changed)
+        p.training_changed.connect(self.on_training_changed)
         p.mapping_changed.connect(self.update_memory)
         for sig in (p.report_changed, p.validation_started, p.mapping_changed, p.source_changed):
             sig.connect(self._update_blocking)
@@ -193,7 +194,21 @@ class ModelPage(QWidget):
             self.apply_preset()
         self.update_memory()
 
+    def on_training_changed(self) -> None:
+        """Settings set from elsewhere (a duplicated run) show in the forms."""
+        from raclate_app.forms import read_editor, write_editor
+        for form in (self.basic, self.advanced):
+            for name, editor in form.editors.items():
+                if name in self.project.training and read_editor(editor) != self.project.training[name]:
+                    write_editor(editor, self.project.training[name])
+        self.update_memory()
+
     def apply_preset(self) -> None:
+        if self.project.keep_settings_for == self.project.model:   # a duplicated run keeps its own settings
+            self.project.keep_settings_for = None
+            self.preset_label.setText(f"<span style='color:{theme.hex_of(theme.muted_text())}'>Settings copied "
+                                      "from the duplicated run (no preset applied).</span>")
+            return
         preset = self.summary.preset if self.summary else None
         if not preset:
             self.preset_label.setText("No preset for this architecture; the settings stay as they are.")

@@ -50,6 +50,7 @@ class TrainPage(QWidget):
         self.events: collections.deque = collections.deque(maxlen=200)
         self.result: dict | None = None
         self.total_steps = 0
+        self.resumed: str | None = None   # the summary of a run resumed from the Runs page
         self.summary = QLabel(wordWrap=True)
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText(str(project.settings.runs_root() / "<date-time>-<task>"))
@@ -146,6 +147,8 @@ class TrainPage(QWidget):
         self.summary.setText(f"<b>{p.task.title}</b> on <b>{data}</b>{rows} from <b>{model}</b> · "
                              f"{values['num_train_epochs']:g} epoch(s), batch {values['batch_size']}, "
                              f"learning rate {values['learning_rate']:.0e}, max length {values['max_length']}")
+        if self.resumed is not None:   # a run resumed from the Runs page: its own settings, not the pages'
+            self.summary.setText(self.resumed)
         problem = None if self.running else p.blocking_problem()
         self.start_button.setEnabled(not self.running and problem is None)
         if self.running:
@@ -200,8 +203,21 @@ class TrainPage(QWidget):
     def start(self) -> bool:
         if self.running or self.project.blocking_problem():
             return False
-        self.output_dir = self._output_dir()
-        config = self._config(self.output_dir)
+        output_dir = self._output_dir()
+        return self.start_config(self._config(output_dir), output_dir)
+
+    def start_config(self, config: dict, output_dir: Path, note: str = "") -> bool:
+        """Run ``config`` (a run.json dict) in the child process; the Runs page resumes runs this way."""
+        if self.running:
+            return False
+        self.output_dir = Path(output_dir)
+        self.resumed = None
+        if config["training"].get("resume_from_checkpoint"):
+            t = config["training"]
+            self.resumed = (f"<b>Resuming {escape(self.output_dir.name)}</b> from "
+                            f"{escape(Path(t['resume_from_checkpoint']).name)} · its own settings: "
+                            f"batch {t.get('batch_size')}, learning rate {t.get('learning_rate', 0):.0e}, "
+                            f"max length {t.get('max_length')}")
         self.config_path = Path(tempfile.mkdtemp(prefix="raclate-run-")) / "run.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.last_config, self.result, self.total_steps = config, None, 0
@@ -214,7 +230,7 @@ class TrainPage(QWidget):
         self.progress.setRange(0, 0)   # busy until run_started says how many steps
         self.progress.setFormat("Starting …")
         self.stats.clear()
-        self.append_log(f"Config: {self.config_path}\nOutput: {self.output_dir}")
+        self.append_log((note + "\n" if note else "") + f"Config: {self.config_path}\nOutput: {self.output_dir}")
         settings = self.project.settings
         sup = TrainingSupervisor(self.config_path, stop_timeout_s=settings.stop_timeout_s(), nice=settings.child_nice(),
                                  parent=self)

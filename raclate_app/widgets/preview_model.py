@@ -33,6 +33,7 @@ class PreviewModel(QAbstractTableModel):
         self.role_titles: dict[str, str] = {}    # column → what the header shows for its role
         self.first_row_number = 1                # file line of the first data row (csv: 2)
         self.numbering = "line"
+        self.offset = 0                          # data row of the first shown row (a window further down)
 
     def set_preview(self, pv) -> None:
         self.beginResetModel()
@@ -41,6 +42,7 @@ class PreviewModel(QAbstractTableModel):
         self.rows = list(pv.rows) if pv else []
         self.first_row_number = 2 if pv and pv.format in ("csv", "tsv") else 1
         self.numbering = "line" if pv and pv.format in ("csv", "tsv", "jsonl") else "row"
+        self.offset = int(getattr(pv, "offset", 0) or 0)
         self.endResetModel()
 
     def set_roles(self, roles: dict[str, str], titles: dict[str, str]) -> None:
@@ -51,8 +53,13 @@ class PreviewModel(QAbstractTableModel):
                                   [Qt.ItemDataRole.BackgroundRole])
 
     def row_for_line(self, number: int) -> int:
-        """Preview row index for a file line / row number from a validation finding."""
+        """Data row index (0 = the first data row of the file) for a file line / row number from a
+        validation finding; the table shows it at ``index - offset``."""
         return number - self.first_row_number
+
+    def number_of(self, row: int) -> int:
+        """The file line / row number of table row ``row``."""
+        return row + self.offset + self.first_row_number
 
     # Qt model API -----------------------------------------------------------------------------------
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -78,7 +85,7 @@ class PreviewModel(QAbstractTableModel):
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Vertical:
             if role == Qt.ItemDataRole.DisplayRole:
-                return str(section + self.first_row_number)
+                return str(self.number_of(section))
             if role == Qt.ItemDataRole.ToolTipRole:
                 return "Line in the file" if self.numbering == "line" else "Row number"
             return None

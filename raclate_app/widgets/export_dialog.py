@@ -1,0 +1,300 @@
+"""ExportDialog: write a model folder for sentence-transformers, PyLate or transformers (with the
+engine's reload self-check and model card) and optionally push it to the Hugging Face Hub. Runs off
+the GUI thread with progress; Cancel stops before the next step (a step already running finishes)."""
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from raclate_app import hub_token, theme
+from raclate_app.workers import Cancelled, Progress, Worker
+
+FORMATS = (("sentence-transformers", "sentence-transformers (SentenceTransformer)"),
+           ("pylate", "PyLate (models.ColBERT)"), ("transformers", "transformers (AutoModel…)"))
+NATURAL = {"sentence-similarity": "sentence-transformers", "late-interaction": "pylate"}
+OFFLINE_WORDS = ("ConnectionError", "ConnectError", "Timeout", "OfflineModeIsEnabled", "NameResolution",
+                 "Max retries", "Temporary failure in name resolution", "Network is unreachable")
+
+
+def export_and_push(source: str, out: str, fmt: str, overwrite: bool, repo_id: str | None, private: bool,
+                    token: str | None, progress) -> dict:
+    """engine.export.export_model, then engine.hub.push_folder; ``progress`` is asked between the steps."""
+    from engine.export import export_model
+    steps = 2 if repo_id else 1
+    progress(0, steps, "Writing the folder and reloading it to check it")
+    result = export_model(source, out, fmt=fmt, overwrite=overwrite)
+    if repo_id:
+        if hub_token.offline():
+            raise OSError("Offline mode is on (HF_HUB_OFFLINE), so nothing was pushed.")
+        progress(1, steps, f"Pushing to {repo_id}")
+        from engine.hub import push_folder
+        result["hub"] = push_folder(out, repo_id, private=private, token=token)
+    progress(steps, steps, "Done")
+    return result
+
+
+def plain_error(exc: Exception, out: str) -> str:
+    """One paragraph for people; a network failure says "offline" and that the folder is safe."""
+    text = str(exc)
+    saved = f" The exported model is saved in {out}." if out and Path(out).exists() else ""
+    if isinstance(exc, OSError) and "Offline mode" in text:
+        return text + saved + " Turn offline mode off (unset HF_HUB_OFFLINE) and push again."
+    if any(word in text for word in OFFLINE_WORDS):
+        return ("Could not reach the Hugging Face Hub: this computer seems to be offline." + saved
+                + " Push again when the network is back.")
+    hint = getattr(exc, "hint", "")
+    return text + (f" {hint}" if hint and hint not in text else "")
+
+
+class ExportDialog(QDialog):
+    def __init__(self, model_path: str, task_key: str | None = None, parent=None, worker: Worker | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Export model")
+        self.model_path = str(model_path)
+        self.task_key = task_key
+        self.worker = worker or Worker(self)
+        self.relay: Progress | None = None
+        self.result: dict | None = None
+        self.error: str | None = None
+        self._folder_edited = False
+        self._token_found = False
+        self.format = QComboBox()
+        for key, title in FORMATS:
+            self.format.addItem(title, key)
+        self.folder = QLineEdit()
+        self.folder_button = QPushButton("Choose…")
+        self.overwrite = QCheckBox("Replace the folder if it exists")
+        self.push = QCheckBox("Also push to the Hugging Face Hub")
+        self.push_box = QGroupBox()
+        self.repo = QLineEdit(placeholderText="USER/NAME, e.g. alice/minilm-faq")
+        self.private = QCheckBox("Private repository")
+        self.private.setChecked(True)
+        self.token_state = QLabel(wordWrap=True)
+        self.token = QLineEdit(placeholderText="hf_… (a token with write access)")
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.remember = QCheckBox("Remember it in the system keyring")
+        self.forget = QPushButton("Forget the saved token")
+        self.progress = QProgressBar(minimum=0, maximum=1, value=0)
+        self.progress.setFormat("")
+        self.progress.hide()
+        self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.status.setOpenExternalLinks(False)
+        self.export_button = QPushButton("Export")
+        self.export_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.close_button = QPushButton("Close")
+        self._build()
+        self.format.currentIndexChanged.connect(self._suggest_folder)
+        self.folder.textEdited.connect(lambda _t: setattr(self, "_folder_edited", True))
+        self.folder_button.clicked.connect(self.choose_folder)
+        self.push.toggled.connect(self.on_push_toggled)
+        self.repo.textChanged.connect(self.update_state)
+        self.token.textChanged.connect(self.update_state)
+        self.forget.clicked.connect(self.forget_token)
+        self.export_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button.clicked.connect(self.reject)
+        self.status.linkActivated.connect(lambda link: QDesktopServices.openUrl(QUrl(link)))
+        self.set_task(task_key)
+        if task_key is None:
+            from raclate_app.evaluation import folder_task_key
+            self.worker.submit("export-task", folder_task_key, self.model_path, on_done=self.set_task,
+                               on_error=lambda exc: self.set_status(f"Cannot read the model: {exc}", "over"))
+        self.update_token_state()
+        self.setMinimumWidth(660)
+        self.on_push_toggled(False)
+
+    def _build(self) -> None:
+        form = QFormLayout()
+        form.addRow("Model", QLabel(f"<b>{escape(Path(self.model_path).name)}</b> "
+                                    f"<span style='color:{theme.hex_of(theme.muted_text())}'>"
+                                    f"{escape(self.model_path)}</span>", wordWrap=True))
+        form.addRow("Format", self.format)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(self.folder_button)
+        form.addRow("Folder", row)
+        form.addRow("", self.overwrite)
+        self.push_body = QWidget()
+        QVBoxLayout(self.push_box).addWidget(self.push_body)
+        push = QFormLayout(self.push_body)
+        push.setContentsMargins(0, 0, 0, 0)
+        push.addRow("Repository", self.repo)
+        push.addRow("", self.private)
+        push.addRow("Token", self.token_state)
+        push.addRow("", self.token)
+        token_row = QHBoxLayout()
+        token_row.addWidget(self.remember)
+        token_row.addStretch()
+        token_row.addWidget(self.forget)
+        push.addRow("", token_row)
+        buttons = QHBoxLayout()
+        buttons.addStretch()
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.close_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.push)
+        layout.addWidget(self.push_box)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+
+    def on_push_toggled(self, on: bool) -> None:
+        self.push_box.setVisible(on)   # folded away until asked for
+        self.update_state()
+        self.adjustSize()
+
+    # -- choices -------------------------------------------------------------------------------------
+    def set_task(self, task_key: str | None) -> None:
+        self.task_key = task_key
+        natural = NATURAL.get(task_key or "", "transformers")
+        model = self.format.model()
+        for i, (key, _title) in enumerate(FORMATS):
+            model.item(i).setEnabled(task_key is None or key in (natural, "transformers"))
+        self.format.setCurrentIndex(self.format.findData(natural))
+        self.format.setToolTip("transformers also writes an embedding model's bare encoder (AutoModel)."
+                               if natural != "transformers" else "")
+        self._suggest_folder()
+        self.update_state()
+
+    def _suggest_folder(self) -> None:
+        if not self._folder_edited:
+            src = Path(self.model_path)
+            self.folder.setText(str(src.parent / f"{src.name}-{self.format.currentData()}"))
+        self.update_state()
+
+    def choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for the exported model", str(Path(self.folder.text()).parent))
+        if path:
+            self.folder.setText(path)
+            self._folder_edited = True
+            self.update_state()
+
+    def update_token_state(self) -> None:
+        """Look the token up once (a keyring may be slow); typing in the fields then only reads this."""
+        token, where = hub_token.find_token()
+        self._token_found = bool(token)
+        muted = theme.hex_of(theme.muted_text())
+        if token:
+            self.token_state.setText(f"Using the token from {escape(where)}.")
+        else:
+            self.token_state.setText(f"<span style='color:{muted}'>No token found (HF_TOKEN, huggingface-cli login). "
+                                     "Paste one below; it is never written to the settings file.</span>")
+        self.token.setVisible(not token)
+        has_ring = hub_token.keyring_available()
+        self.remember.setVisible(not token)
+        self.remember.setEnabled(has_ring)
+        self.remember.setChecked(has_ring)
+        self.remember.setToolTip("" if has_ring else "Install the “keyring” package to remember the token; "
+                                 "without it the token is kept until the app quits.")
+        self.forget.setVisible(bool(token) and where in ("the system keyring", "this session"))
+        self.update_state()
+
+    def forget_token(self) -> None:
+        hub_token.forget_token()
+        self.update_token_state()
+
+    def problem(self) -> str | None:
+        if not self.folder.text().strip():
+            return "Choose the folder to export to."
+        if self.push.isChecked():
+            if not self.repo.text().strip():
+                return "Give the Hub repository, USER/NAME."
+            bad = hub_token.repo_problem(self.repo.text())
+            if bad:
+                return bad
+            if not self._token_found and not self.token.text().strip():
+                return "Paste a Hugging Face token with write access (huggingface.co/settings/tokens)."
+        return None
+
+    def update_state(self, *_args) -> None:
+        busy = self.relay is not None
+        problem = self.problem()
+        self.export_button.setEnabled(not busy and problem is None)
+        self.cancel_button.setEnabled(busy)
+        for w in (self.format, self.folder, self.folder_button, self.overwrite, self.push, self.push_box):
+            w.setEnabled(not busy)
+        if not busy and self.result is None and self.error is None:
+            self.set_status(problem or "", "unknown")
+
+    def set_status(self, html: str, level: str = "unknown") -> None:
+        color = theme.muted_text() if level == "unknown" else theme.status_color(level)
+        self.status.setText(f"<span style='color:{theme.hex_of(color)}'>{html}</span>")
+
+    # -- running -------------------------------------------------------------------------------------
+    def start(self) -> bool:
+        if self.relay is not None or self.problem():
+            return False
+        repo = self.repo.text().strip() if self.push.isChecked() else None
+        token = None
+        if repo:
+            typed = self.token.text().strip()
+            if typed:
+                hub_token.save_token(typed, self.remember.isChecked())
+                self.token.clear()
+                self.update_token_state()
+            token = hub_token.find_token()[0]
+        self.result, self.error = None, None
+        self.relay = Progress(self)
+        self.relay.progressed.connect(self.on_progress)
+        out = self.folder.text().strip()
+        self.worker.submit("export", export_and_push, self.model_path, out, self.format.currentData(),
+                           self.overwrite.isChecked(), repo, self.private.isChecked(), token, self.relay,
+                           on_done=self.on_done, on_error=lambda exc: self.on_failed(exc, out))
+        self.progress.show()
+        self.progress.setRange(0, 0)
+        self.set_status("Exporting …")
+        self.update_state()
+        return True
+
+    def cancel(self) -> None:
+        if self.relay is not None:
+            self.relay.cancel()
+            self.cancel_button.setEnabled(False)
+            self.set_status("Cancelling: the step that runs now finishes first …", "tight")
+
+    def on_progress(self, done: int, total: int, text: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{text} …" if done < total else text)
+        self.set_status(escape(text) + (" …" if done < total else ""))
+
+    def on_done(self, result: dict) -> None:
+        self.relay, self.result = None, result
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        check = result["check"]
+        out = result["output_dir"]
+        text = (f"✓ Exported to <a href='{QUrl.fromLocalFile(out).toString()}'>{escape(out)}</a> as "
+                f"{escape(result['format'])}; reloaded with {escape(check['reference'])}: "
+                f"{escape(check['compared'])} match (max difference {check['max_abs_diff']:.1e}).")
+        if "hub" in result:
+            hub = result["hub"]
+            text += (f"<br>✓ Pushed to <a href='{hub['url']}'>{escape(hub['repo_id'])}</a> "
+                     f"({'private' if hub['private'] else 'public'}, {len(hub['files'])} files).")
+        self.set_status(text, "ok")
+        self.update_state()
+        self.adjustSize()
+
+    def on_failed(self, exc: Exception, out: str) -> None:
+        self.relay = None
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("Cancelled" if isinstance(exc, Cancelled) else "Not done")
+        if isinstance(exc, Cancelled):
+            done = Path(out).exists() and (Path(out) / "config.json").exists()
+            self.error = "cancelled"
+            self.set_status("Cancelled." + (f" The folder {escape(out)} was written; nothing was pushed." if done else ""),
+                            "tight")
+        else:
+            self.error = plain_error(exc, out)
+            self.set_status(f"<b>Not done:</b> {escape(self.error)}", "over")
+        self.update_state()
+        self.adjustSize()
