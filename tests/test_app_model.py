@@ -130,3 +130,19 @@ def test_memory_estimate_math():
     assert memory.estimate(config, 22_700_000, fit + 8, 128).total > memory.FIT_FRACTION * available
     total, source = memory.machine_memory()
     assert total and total > 0 and source
+
+
+def test_distributed_section_is_advanced_and_sets_launch_args(model_page, screenshots):
+    """Issue 12's GUI part: the section folds with the advanced settings and hands the Train page
+    the `raclate launch` options (the Train page wraps its supervisor with them)."""
+    section = model_page.distributed
+    assert not section.isVisible()
+    model_page.advanced_toggle.click()
+    assert section.isVisible()
+    assert getattr(model_page.project, "launch_args", None) is None
+    section.setChecked(True)
+    section.processes.setValue(2)
+    assert model_page.project.launch_args == ["-n", "2"]
+    shot(model_page, screenshots, "model_distributed")
+    section.setChecked(False)
+    assert model_page.project.launch_args is None

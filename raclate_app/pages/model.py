@@ -13,6 +13,7 @@ from raclate_app import memory, theme
 from raclate_app.forms import ADVANCED, BASIC, SettingsForm
 from raclate_app.model_info import FAMILY_NAMES, summarize
 from raclate_app.tasks import APP_TASKS
+from raclate_app.widgets.distributed import DistributedSection
 
 DEFAULT_LABEL = "default — all-MiniLM-L6-v2 (built in)"
 
@@ -41,6 +42,8 @@ class ModelPage(QWidget):
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_toggle.setAutoRaise(True)
+        self.distributed = DistributedSection()
+        self.distributed.hide()
         self.memory_label = QLabel(wordWrap=True)
         self.memory_detail = QLabel(wordWrap=True)
         self.memory_hint = QLabel(wordWrap=True)
@@ -86,6 +89,7 @@ class ModelPage(QWidget):
         s_layout.addWidget(self.basic)
         s_layout.addWidget(self.advanced_toggle)
         s_layout.addWidget(self.advanced)
+        s_layout.addWidget(self.distributed)
 
         mem = QGroupBox("Memory")
         m_layout = QVBoxLayout(mem)
@@ -121,6 +125,9 @@ class ModelPage(QWidget):
         self.model_combo.lineEdit().editingFinished.connect(lambda: p.set_model(self.chosen_model()))
         self.folder_button.clicked.connect(self.choose_folder)
         self.advanced_toggle.toggled.connect(self.on_advanced_toggled)
+        # The Train page starts its supervised child through `raclate launch` with these options.
+        self.distributed.settings_changed.connect(
+            lambda: setattr(p, "launch_args", self.distributed.launch_args()))
         for form in (self.basic, self.advanced):
             form.values_changed.connect(self.on_form_changed)
         self.fit_button.clicked.connect(self.use_largest_batch)
@@ -227,6 +234,7 @@ class ModelPage(QWidget):
     # -- settings & memory ----------------------------------------------------------------------------
     def on_advanced_toggled(self, on: bool) -> None:
         self.advanced.setVisible(on)
+        self.distributed.setVisible(on)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
 
     def on_form_changed(self, _values=None) -> None:

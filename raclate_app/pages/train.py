@@ -21,6 +21,7 @@ from raclate_app.forms import gui_words
 from raclate_app.memory import human_bytes
 from raclate_app.plots import LivePlots
 from raclate_app.supervisor import TrainingSupervisor
+from raclate_app.widgets.distributed import use_launcher
 
 PHASES = (("loading_data", "Loading data"), ("loading_model", "Loading model"), ("tokenizing", "Tokenizing"),
           ("training", "Training"), ("evaluating", "Evaluating"), ("saving", "Saving"))
@@ -245,6 +246,7 @@ class TrainPage(QWidget):
         sup.run_finished.connect(self.on_supervisor_run_finished)
         sup.run_failed.connect(self.on_supervisor_run_failed)
         sup.finished.connect(self.on_supervisor_finished)
+        use_launcher(sup, getattr(self.project, "launch_args", None))  # several processes / Macs
         self.supervisor = sup
         self.started_at = time.monotonic()
         sup.start()
