@@ -1,17 +1,19 @@
 """Where one training step's time goes, per task, on the embedded MiniLM and a small random ModernBERT.
 
     python benchmarks/profile_step.py [--only minilm-mnrl,minilm-clf,mbert-mnrl,mbert-clf]
-        [--batch-size 16] [--max-length 128] [--repeat 7]
+        [--batch-size 16] [--max-length 128] [--rounds 7]
 
-Uses the trainer's own data path (tokenize once, length-grouped sampler, collator) on the demo data of
-benchmarks/train_throughput.py, then on one typical batch (the median padded size) times, with an
-``mx.eval`` barrier after each part: data (collation per batch), forward, backward, optimizer
-(clip + AdamW + non-finite guard), the whole eager step and the compiled step. The ops' share comes
-from timing every op the forward recorded (dense matmuls, attention, norms, activations, RoPE,
-embedding lookups) alone at its recorded shape, forward and backward; what is left of the measured
-forward/backward is "other" (residual adds, reshapes, pooling, loss, graph overhead). The matmul
-peak is a 1024² float32 matmul; the step's GFLOP/s counts the dense matmuls and attention products.
-It also counts the distinct padded shapes one epoch feeds the compiled step (each costs a trace).
+Uses the trainer's own data path (tokenize once, length-grouped sampler, collator) on the training rows of
+benchmarks/train_throughput.py and one typical batch (the median padded size). Times, each behind an
+``mx.eval`` barrier: the compiled step the Trainer runs, its parts (forward; forward + backward; the
+optimizer = global norm, clip, host-side finiteness check, AdamW), the eager step, a 1024² matmul (the
+peak), and every op the forward recorded (dense matmuls, attention, norms, activations, RoPE, embedding
+lookups), compiled alone at its recorded shape, forward and backward. "other" is what the measured
+forward/backward leaves (residual adds, reshapes, masks, pooling, loss); "host" what the step leaves
+(graph building, the sync). Each round times every part once and the medians over rounds are reported,
+so a load change on a shared machine hits all parts alike; the step's spread says how noisy it was.
+Also reported: collation and tokenization per batch, the distinct padded shapes of one epoch (each is
+traced once) and the cost of a trace.
 """
 from __future__ import annotations
 
@@ -32,17 +34,6 @@ import mlx.nn as nn  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
 from benchmarks.train_throughput import rows_for, small_modernbert  # noqa: E402
-
-
-def median_ms(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        mx.eval(fn())
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        mx.eval(fn())  # barrier: the part's time only
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
 
 
 # -- recording the ops of one forward ----------------------------------------------------------
@@ -135,22 +126,34 @@ def op_function(kind, spec):
     raise ValueError(kind)
 
 
-def op_shares(ops, repeat):
-    """{kind: (forward ms, backward ms, flops)} summed over the recorded calls."""
+def op_parts(ops):
+    """{(kind, spec): (count, forward fn, backward fn, flops of one call incl. backward)} for the recorded ops."""
     counts = defaultdict(int)
     for op in ops:
         counts[(op[0], op[1])] += 1
-    out = defaultdict(lambda: [0.0, 0.0, 0])
+    parts = {}
     for (kind, spec), n in counts.items():
         fn, inputs, flops = op_function(kind, spec)
-        mx.eval(inputs)
         cot = mx.random.normal(fn(*inputs).shape)
-        fwd = median_ms(lambda: fn(*inputs), repeat)
-        both = median_ms(lambda: mx.vjp(fn, inputs, [cot]), repeat)
-        out[kind][0] += n * fwd
-        out[kind][1] += n * max(both - fwd, 0.0)
-        out[kind][2] += n * flops * 3  # backward: two matmuls of the forward's size
-    return dict(out)
+        mx.eval(inputs, cot)
+        # Compiled, as in the train step: elementwise chains fuse, so eager timings would overstate them.
+        forward, backward = mx.compile(fn), mx.compile(lambda *xs, fn=fn, cot=cot: mx.vjp(fn, list(xs), [cot]))
+        parts[(kind, spec)] = (n, lambda f=forward, i=inputs: f(*i), lambda b=backward, i=inputs: b(*i), 3 * flops)
+    return parts
+
+
+def interleaved(parts: dict, rounds: int) -> dict:
+    """{name: ms array}: every part timed once per round, after two untimed calls each."""
+    for fn in parts.values():
+        for _ in range(2):
+            mx.eval(fn())
+    out = {name: [] for name in parts}
+    for _ in range(rounds):
+        for name, fn in parts.items():
+            t = time.perf_counter()
+            mx.eval(fn())  # barrier: the part's time only
+            out[name].append(1000 * (time.perf_counter() - t))
+    return {name: np.array(v) for name, v in out.items()}
 
 
 # -- the step's parts ----------------------------------------------------------------------------
@@ -193,60 +196,76 @@ def profile(model_name, task, a, tmp) -> list[str]:
         t = time.perf_counter()
         batches.append(trainer._collate(collator, ds, indices, 0))
         collate_ms.append(1000 * (time.perf_counter() - t))
-    shape = lambda b: tuple(x["input_ids"].shape for x in b["inputs"]) if "inputs" in b else (b["input_ids"].shape,)
+    masks_of = lambda b: [x["attention_mask"] for x in b["inputs"]] if "inputs" in b else [b["attention_mask"]]
+    shape = lambda b: tuple(tuple(m.shape) for m in masks_of(b))
     shapes = [shape(b) for b in batches]
     size = [sum(int(np.prod(s)) for s in sh) for sh in shapes]
-    batch = batches[int(np.argsort(size)[len(size) // 2])]
-    real = sum(int(m.sum().item()) for m in ([x["attention_mask"] for x in batch["inputs"]] if "inputs" in batch
-                                                else [batch["attention_mask"]]))
+    order = np.argsort(size)
+    batch, other = batches[order[len(size) // 2]], next(b for b in batches if shape(b) != shape(batches[order[len(size) // 2]]))
+    real = sum(int(np.asarray(m).sum()) for m in masks_of(batch))
 
     model.train()
     loss_fn = trainer._loss(ds)
-    value_and_grad = nn.value_and_grad(model, loss_fn)
-    fwd = median_ms(lambda: loss_fn(model, batch), a.repeat)
-    fwd_bwd = median_ms(lambda: value_and_grad(model, batch), a.repeat)
-
     optimizer = make_optimizer(args, 1000, 0)
     optimizer.init(model.trainable_parameters())
-    eager_step, _, _ = build_step(model, loss_fn, optimizer, args.max_grad_norm, compile=False)
-    step_eager = median_ms(lambda: (eager_step(batch), model.state, optimizer.state), a.repeat)
-    compiled_step, _, _ = build_step(model, loss_fn, optimizer, args.max_grad_norm, compile=True)
+    full_step, grads_fn, apply_fn = build_step(model, loss_fn, optimizer, args.max_grad_norm, compile=True)
     t = time.perf_counter()
-    mx.eval(compiled_step(batch), model.state, optimizer.state)
-    trace_ms = 1000 * (time.perf_counter() - t)
-    step_compiled = median_ms(lambda: (compiled_step(batch), model.state, optimizer.state), a.repeat)
-    trace_ms -= step_compiled
-    optim_ms = step_eager - fwd_bwd
-
+    mx.eval(full_step(batch), model.state, optimizer.state)
+    first_ms = 1000 * (time.perf_counter() - t)  # trace + any kernel the CPU backend compiles the first time
+    t = time.perf_counter()
+    mx.eval(full_step(other), model.state, optimizer.state)
+    new_shape_ms = 1000 * (time.perf_counter() - t)
+    eager_step, _, _ = build_step(model, loss_fn, optimizer, args.max_grad_norm, compile=False)
+    forward = mx.compile(lambda b: loss_fn(model, b), inputs=model.state)
+    loss, grads = grads_fn(batch)
+    mx.eval(loss, grads)
+    x = mx.random.normal((1024, 1024))
+    parts = {"step": lambda: (full_step(batch), model.state, optimizer.state),
+             "forward": lambda: forward(batch),
+             "forward+backward": lambda: (grads_fn(batch), model.state),
+             "optimizer": lambda: (apply_fn(loss, grads, 1.0), model.state, optimizer.state),
+             "eager step": lambda: (eager_step(batch), model.state, optimizer.state),
+             "matmul 1024²": lambda: x @ x}
     with Recorder() as rec:
         rec.wrap_activations(model)
         mx.eval(loss_fn(model, batch))
-    shares = op_shares(rec.ops, a.repeat)
-    x = mx.random.normal((1024, 1024))
-    peak = 2 * 1024 ** 3 / median_ms(lambda: x @ x, a.repeat) / 1e6  # GFLOP/s
+    ops = op_parts(rec.ops)
+    for key, (_, fwd_fn, bwd_fn, _) in ops.items():
+        parts[("f",) + key], parts[("b",) + key] = fwd_fn, bwd_fn
+    ms = interleaved(parts, a.rounds)
+    med = {k: float(np.median(v)) for k, v in ms.items()}
+    step, fwd, fwd_bwd, optim_ms = med["step"], med["forward"], med["forward+backward"], med["optimizer"]
+    bwd, host_ms = fwd_bwd - fwd, step - fwd_bwd - optim_ms
+    shares = defaultdict(lambda: [0.0, 0.0, 0])
+    for key, (n, *_, flops) in ops.items():
+        shares[key[0]][0] += n * med[("f",) + key]
+        shares[key[0]][1] += n * max(med[("b",) + key] - med[("f",) + key], 0.0)
+        shares[key[0]][2] += n * flops
+    peak = 2 * 1024 ** 3 / med["matmul 1024²"] / 1e6  # GFLOP/s
     flops = sum(v[2] for v in shares.values())
     n_params = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
 
     name = ("MiniLM-L6" if model_name == "minilm" else "ModernBERT-small") + " " + task.upper()
-    bwd = fwd_bwd - fwd
-    lines = [f"== {name}: batch {a.batch_size}, padded shape {shape(batch)}, {real} real tokens, "
+    lines = [f"== {name}: batch {a.batch_size}, padded {shape(batch)}, {real} real tokens, "
              f"{n_params / 1e6:.1f}M trainable parameters",
-             f"data: tokenize {1000 * tokenize_s / max(len(batches), 1):.1f} ms/step (once, before training), "
-             f"collate {np.median(collate_ms):.1f} ms/batch; {len(set(shapes))} distinct padded shapes "
-             f"in {len(shapes)} batches of one epoch",
-             f"step (eager): forward {fwd:.0f} ms, backward {bwd:.0f} ms, optimizer (clip+AdamW+guard) "
-             f"{optim_ms:.0f} ms = {step_eager:.0f} ms; compiled step {step_compiled:.0f} ms "
-             f"(+{trace_ms:.0f} ms to trace a new shape)",
-             f"{'op':<12}{'forward ms':>11}{'backward ms':>12}{'share of eager step':>21}"]
+             f"data: collate {np.median(collate_ms):.1f} ms/batch (in the prefetch thread), tokenize "
+             f"{1000 * tokenize_s / max(len(batches), 1):.1f} ms/batch (once, before training); "
+             f"{len(set(shapes))} distinct padded shapes in the {len(shapes)} batches of an epoch",
+             f"compiled step {step:.0f} ms (median of {a.rounds} rounds, {ms['step'].min():.0f}-{ms['step'].max():.0f}); "
+             f"eager step {med['eager step']:.0f} ms; first call {first_ms:.0f} ms (trace + kernels compiled "
+             f"once per machine), a new shape {new_shape_ms:.0f} ms",
+             f"{'part':<22}{'forward ms':>11}{'backward ms':>12}{'share of step':>15}"]
     rows = [(k, *shares[k][:2]) for k in ("matmul", "attention", "norm", "activation", "rope", "embedding") if k in shares]
-    rows.append(("other", max(fwd - sum(r[1] for r in rows), 0.0), max(bwd - sum(r[2] for r in rows), 0.0)))
-    rows.append(("optimizer", 0.0, optim_ms))
+    rows.append(("other (rest of f+b)", fwd - sum(r[1] for r in rows), bwd - sum(r[2] for r in rows)))
+    rows.append(("optimizer (norm+AdamW)", 0.0, optim_ms))
+    rows.append(("host (graph, sync)", 0.0, host_ms))
     for k, f_ms, b_ms in rows:
-        lines.append(f"{k:<12}{f_ms:>11.1f}{b_ms:>12.1f}{100 * (f_ms + b_ms) / step_eager:>20.0f}%")
-    lines.append(f"matmul peak (1024² float32): {peak:.0f} GFLOP/s; the step's matmuls+attention "
-                 f"{flops / 1e9:.1f} GFLOP → {flops / 1e6 / step_compiled:.0f} GFLOP/s compiled "
-                 f"= {100 * flops / 1e6 / step_compiled / peak:.0f}% of peak; matmuls alone run at "
-                 f"{shares['matmul'][2] / 1e6 / (shares['matmul'][0] + shares['matmul'][1]):.0f} GFLOP/s")
+        lines.append(f"{k:<22}{f_ms:>11.1f}{b_ms:>12.1f}{100 * (f_ms + b_ms) / step:>14.0f}%")
+    mm = shares["matmul"]
+    mm_rate = mm[2] / 1e6 / (mm[0] + mm[1])
+    lines.append(f"matmul peak (1024² float32) {peak:.0f} GFLOP/s; the step's matmuls+attention {flops / 1e9:.1f} GFLOP "
+                 f"in {step:.0f} ms = {flops / 1e6 / step:.0f} GFLOP/s = {100 * flops / 1e6 / step / peak:.0f}% of peak "
+                 f"(the dense matmuls alone run at {mm_rate:.0f} GFLOP/s, {100 * mm_rate / peak:.0f}%)")
     return lines
 
 
@@ -255,7 +274,7 @@ def main():
     ap.add_argument("--only", default="minilm-mnrl,minilm-clf,mbert-mnrl,mbert-clf")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=7)
     a = ap.parse_args()
     import datasets
     datasets.disable_progress_bars()

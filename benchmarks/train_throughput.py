@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo"
 LR, WEIGHT_DECAY, WARMUP = 5e-5, 0.01, 0.1
+# "peer-nodrop": the PyTorch peer with dropout off, as this trainer's models run (BERT's config has 0.1).
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
 
 
 def rows_for(task: str, split: str = "train") -> list[dict]:
@@ -94,8 +96,8 @@ def classification_metrics(logits, labels) -> dict:
     return {"accuracy": float(np.mean(pred == labels)), "macro_f1": float(np.mean(f1))}
 
 
-def label_names(task):
-    return sorted({r["label"] for r in rows_for(task, "all")})
+def label_names(task) -> list[str]:
+    return sorted({r["label"] for r in rows_for(task, "all")}) if task == "clf" else []
 
 
 # -- the children --------------------------------------------------------------------------------
@@ -140,7 +142,7 @@ def child_ours(task, model_path, a, compile_):
     return times, losses, train_s, metrics
 
 
-def child_peer(task, model_path, a):
+def child_peer(task, model_path, a, dropout=True):
     import numpy as np
     import torch
     from datasets import Dataset
@@ -165,10 +167,11 @@ def child_peer(task, model_path, a):
             from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                                SentenceTransformerTrainingArguments, losses as st_losses)
             from sentence_transformers.models import Normalize, Pooling, Transformer
+            config = {} if dropout else {"config_kwargs": NO_DROPOUT}
             if (Path(model_path) / "modules.json").exists():
-                model = SentenceTransformer(model_path, device="cpu")
+                model = SentenceTransformer(model_path, device="cpu", **config)
             else:
-                t = Transformer(model_path)
+                t = Transformer(model_path, config_args=config.get("config_kwargs"))
                 model = SentenceTransformer(modules=[t, Pooling(t.get_word_embedding_dimension()), Normalize()],
                                             device="cpu")
             model.max_seq_length = a.max_length
@@ -180,7 +183,8 @@ def child_peer(task, model_path, a):
             from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                                       Trainer, TrainingArguments)
             tok = AutoTokenizer.from_pretrained(model_path)
-            model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(names))
+            model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(names),
+                                                                       **({} if dropout else NO_DROPOUT))
             ds = Dataset.from_list([{"text": r["text"], "label": names.index(r["label"])} for r in rows])
             ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=a.max_length), batched=True,
                         remove_columns=["text"])
@@ -208,8 +212,8 @@ def child(a):
     if model_name == "minilm":
         from engine.defaults import default_model_dir
         model_path = str(default_model_dir())
-    if kind == "peer":
-        times, losses, train_s, metrics = child_peer(task, model_path, a)
+    if kind.startswith("peer"):
+        times, losses, train_s, metrics = child_peer(task, model_path, a, dropout=(kind == "peer"))
     else:
         import engine  # noqa: F401
         times, losses, train_s, metrics = child_ours(task, model_path, a, compile_=(kind != "ours-eager"))
@@ -250,7 +254,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--only", default="mnrl,clf,mbert-mnrl,mbert-clf")
-    ap.add_argument("--kinds", default="peer,ours,ours-eager")
+    ap.add_argument("--kinds", default="peer,peer-nodrop,ours,ours-eager",
+                    help="peer-nodrop runs for MiniLM only (ModernBERT's dropout is 0 already).")
     ap.add_argument("--seeds", default="0", help="Comma-separated seeds; each row runs once per seed.")
     ap.add_argument("--base-root", help="Also run the engine of this checkout (PYTHONPATH), compiled, as 'base'.")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -267,7 +272,7 @@ def main():
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     print(f"{machine()}; batch {a.batch_size}, max length {a.max_length}, {a.steps} steps ({a.warmup} untimed), "
           f"seeds {a.seeds}", flush=True)
-    print(f"{'row':<40} {'examples/s':>10} {'vs peer':>8} {'peak RSS':>9} {'final loss':>10} {'train s':>8}  held-out")
+    print(f"{'row':<52} {'examples/s':>10} {'vs peer':>8} {'peak RSS':>9} {'final loss':>10} {'train s':>8}  held-out")
     for row in wanted:
         task = row.split("-")[-1]
         model = mbert if row.startswith("mbert") else "minilm"
@@ -275,13 +280,16 @@ def main():
         results = {}
         for seed in seeds:
             for kind in kinds:
+                if kind == "peer-nodrop" and row.startswith("mbert"):
+                    continue
                 child_env = dict(env, PYTHONPATH=a.base_root) if kind == "base" else env
                 r = run_child("ours" if kind == "base" else kind, task, model, seed, a, child_env)
                 if r is not None:
                     results.setdefault(kind, []).append(r)
         mean = lambda kind, f: statistics.mean(f(r) for r in results[kind])
         peer = mean("peer", lambda r: r["examples_per_s"]) if "peer" in results else None
-        names = {"peer": peer_name[task], "ours": "RACLATE (compiled)", "ours-eager": "RACLATE (eager)",
+        names = {"peer": peer_name[task], "peer-nodrop": peer_name[task] + " (dropout 0)",
+                 "ours": "RACLATE (compiled)", "ours-eager": "RACLATE (eager)",
                  "base": "RACLATE (--base-root)"}
         for kind in kinds:
             if kind not in results:
@@ -295,7 +303,7 @@ def main():
             if len(results[kind]) > 1:
                 first = next(iter(metrics))
                 held += f" (sd {statistics.stdev(r['metrics'][first] for r in results[kind]):.3f})"
-            print(f"{label + ' ' + names[kind]:<40} {rate:>10.1f} {ratio:>8} "
+            print(f"{label + ' ' + names[kind]:<52} {rate:>10.1f} {ratio:>8} "
                   f"{mean(kind, lambda r: r['peak_rss_bytes']) / 2**20:>7.0f}MB {loss:>10} "
                   f"{mean(kind, lambda r: r['train_s']):>8.1f}  {held}", flush=True)
 
