@@ -184,7 +184,7 @@ def profile(model_name, task, a, tmp) -> list[str]:
     from engine.data import LengthGroupedBatchSampler
     from engine.train_step import build_step, make_optimizer
     trainer, args = setup(model_name, task, a, tmp)
-    engine.backend.keep_freed_memory()  # as Trainer.train() does
+    getattr(engine.backend, "keep_freed_memory", lambda: None)()  # as Trainer.train() does (absent in old checkouts)
     model = trainer.model
     t = time.perf_counter()
     ds = trainer._tokenized(trainer.train_dataset)

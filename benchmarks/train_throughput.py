@@ -18,9 +18,12 @@ before training; MiniLM's PyTorch forward applies dropout 0.1 (ModernBERT's defa
 ours none.
 
 Columns: examples/s over the steps after ``--warmup`` (first compilations, caches); "vs peer"; peak RSS
-of the process; final loss = mean of the last 10 steps' losses; train s = the whole train() call
-(tokenizing and compiling included); the held-out metric after training: MRR@10 of each question's
-answer among all held-out answers (MNRL), accuracy and macro-F1 (classification).
+of the process; final loss = mean of the last 10 steps' training losses (each trainer's own batches, so
+not comparable across batching schemes); train s = the whole train() call (tokenizing and compiling
+included); held-out, after training: MRR@10 and accuracy@1 of each question's answer among all held-out
+answers (MNRL), accuracy and macro-F1 (classification), and "loss", the task loss of the held-out rows in
+the same fixed batches for every trainer (the comparable loss). With several seeds: means, and the
+standard deviation of the first metric.
 ``--base-root DIR`` adds a row for the engine of another checkout (e.g. before a change).
 """
 from __future__ import annotations
@@ -75,15 +78,24 @@ def small_modernbert(tmp: Path) -> str:
 
 
 # -- held-out metrics: one implementation for every row ------------------------------------------
-def retrieval_metrics(queries, documents) -> dict:
-    """Question i's answer is document i; cosine ranking among all held-out answers."""
+def _cross_entropy(logits, targets) -> float:
+    import numpy as np
+    logits = logits - logits.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(targets)), targets]))
+
+
+def retrieval_metrics(queries, documents, batch_size: int = 16) -> dict:
+    """Question i's answer is document i; cosine ranking among all held-out answers. "loss": the MNRL loss
+    (scale 20) of the held-out rows in file-order batches, the same batches for every trainer."""
     import numpy as np
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     d = documents / np.linalg.norm(documents, axis=1, keepdims=True)
     scores = q @ d.T
     rank = (scores > scores[np.arange(len(q)), np.arange(len(q))][:, None]).sum(axis=1)  # 0 = first
+    loss = np.mean([_cross_entropy(20 * scores[i:i + batch_size, i:i + batch_size], np.arange(len(scores[i:i + batch_size])))
+                    for i in range(0, len(q), batch_size)])
     return {"mrr@10": float(np.mean(np.where(rank < 10, 1.0 / (rank + 1), 0.0))),
-            "acc@1": float(np.mean(rank == 0))}
+            "acc@1": float(np.mean(rank == 0)), "loss": float(loss)}
 
 
 def classification_metrics(logits, labels) -> dict:
@@ -93,7 +105,8 @@ def classification_metrics(logits, labels) -> dict:
     for c in range(logits.shape[1]):
         tp, fp, fn = np.sum((pred == c) & (labels == c)), np.sum((pred == c) & (labels != c)), np.sum((pred != c) & (labels == c))
         f1.append(2 * tp / max(2 * tp + fp + fn, 1))
-    return {"accuracy": float(np.mean(pred == labels)), "macro_f1": float(np.mean(f1))}
+    return {"accuracy": float(np.mean(pred == labels)), "macro_f1": float(np.mean(f1)),
+            "loss": _cross_entropy(logits.astype(np.float64), labels)}
 
 
 def label_names(task) -> list[str]:
@@ -101,7 +114,7 @@ def label_names(task) -> list[str]:
 
 
 # -- the children --------------------------------------------------------------------------------
-def child_ours(task, model_path, a, compile_):
+def child_ours(task, model_path, a, compile_, group_by_length=True):
     import numpy as np
     from datasets import Dataset
     import mlx.core as mx
@@ -126,7 +139,7 @@ def child_ours(task, model_path, a, compile_):
 
     args = TrainingArgs(output_dir="", batch_size=a.batch_size, max_steps=a.steps, learning_rate=LR,
                         weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP, logging_steps=1, save_steps=0,
-                        max_length=a.max_length, compile=compile_, seed=a.seed)
+                        max_length=a.max_length, compile=compile_, seed=a.seed, group_by_length=group_by_length)
     task_type = "text-classification" if task == "clf" else "sentence-similarity"
     start = time.perf_counter()
     Trainer(model, tok, task_type, args, Dataset.from_list(rows), callbacks=[on_event], label_info=label_info).train()
@@ -216,7 +229,8 @@ def child(a):
         times, losses, train_s, metrics = child_peer(task, model_path, a, dropout=(kind == "peer"))
     else:
         import engine  # noqa: F401
-        times, losses, train_s, metrics = child_ours(task, model_path, a, compile_=(kind != "ours-eager"))
+        times, losses, train_s, metrics = child_ours(task, model_path, a, compile_=(kind != "ours-eager"),
+                                                     group_by_length=(kind != "ours-random"))
     w = a.warmup
     rate = a.batch_size * (len(times) - 1 - w) / (times[-1] - times[w]) if len(times) > w + 1 else float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
@@ -255,7 +269,8 @@ def main():
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--only", default="mnrl,clf,mbert-mnrl,mbert-clf")
     ap.add_argument("--kinds", default="peer,peer-nodrop,ours,ours-eager",
-                    help="peer-nodrop runs for MiniLM only (ModernBERT's dropout is 0 already).")
+                    help="Also: ours-random (group_by_length off). peer-nodrop runs for MiniLM only "
+                         "(ModernBERT's dropout is 0 already).")
     ap.add_argument("--seeds", default="0", help="Comma-separated seeds; each row runs once per seed.")
     ap.add_argument("--base-root", help="Also run the engine of this checkout (PYTHONPATH), compiled, as 'base'.")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -290,6 +305,7 @@ def main():
         peer = mean("peer", lambda r: r["examples_per_s"]) if "peer" in results else None
         names = {"peer": peer_name[task], "peer-nodrop": peer_name[task] + " (dropout 0)",
                  "ours": "RACLATE (compiled)", "ours-eager": "RACLATE (eager)",
+                 "ours-random": "RACLATE (random batches)",
                  "base": "RACLATE (--base-root)"}
         for kind in kinds:
             if kind not in results:

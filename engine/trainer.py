@@ -132,7 +132,8 @@ class Trainer:
 
         lengths = self._lengths(train_ds)
         # Every rank cuts the same global batches (batch_size × ranks) and reads its own contiguous slice.
-        sampler = LengthGroupedBatchSampler(lengths, a.batch_size, seed=a.seed, num_replicas=world.size, rank=world.rank)
+        sampler = LengthGroupedBatchSampler(lengths, a.batch_size, seed=a.seed, num_replicas=world.size, rank=world.rank,
+                                            group_size=None if a.group_by_length else a.batch_size * world.size)
         collator = self._collator(train_ds)
         k = a.gradient_accumulation_steps
         steps_per_epoch = max(1, len(sampler) // k)

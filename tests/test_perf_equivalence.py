@@ -183,6 +183,29 @@ def test_padding_width_does_not_change_loss_or_gradients(bert_dir, task):
         assert max(float(np.abs(grads[k] - results[0][1][k]).max()) for k in grads) <= 1e-5
 
 
+def test_group_by_length_off_draws_random_batches(bert_dir, monkeypatch):
+    """group_by_length=False: the sampler sorts within one batch only, so batches are random rows."""
+    import engine.trainer
+    from engine.data import LengthGroupedBatchSampler
+    made = []
+
+    class Recording(LengthGroupedBatchSampler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(engine.trainer, "LengthGroupedBatchSampler", Recording)
+    rows = sentiment_rows(16, words=3) + sentiment_rows(16, seed=1, words=12)
+    for grouped in (True, False):
+        model, tok = load(bert_dir, "text-classification", num_labels=2)
+        train(model, tok, "text-classification", dataset(rows), label_info=labels(), batch_size=8, max_steps=1,
+              group_by_length=grouped)
+    grouped, random = made
+    assert grouped.group_size == 400 and random.group_size == 8
+    spread = lambda s: max(np.ptp(s.lengths[b]) for b in s.global_batches())
+    assert spread(grouped) < spread(random)  # grouped batches hold rows of similar length
+
+
 # -- prefetching --------------------------------------------------------------------------------
 def batches_of(bert_dir, task, prefetch, n):
     from engine.data import LengthGroupedBatchSampler
