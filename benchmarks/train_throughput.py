@@ -25,6 +25,10 @@ answers (MNRL), accuracy and macro-F1 (classification), and "loss", the task los
 the same fixed batches for every trainer (the comparable loss). With several seeds: means, and the
 standard deviation of the first metric.
 ``--base-root DIR`` adds a row for the engine of another checkout (e.g. before a change).
+Kind ``ours-plain-kernels``: this trainer with MLX's compiled CPU kernels built without the vectorising
+flags (``RACLATE_KERNEL_FLAGS=0``, engine/backend.py), in a kernel cache of its own. Before the timed
+runs, each of this trainer's kinds runs 20 untimed steps once per row, so every padded shape's kernels
+are in the cache (a one-time cost per machine, as for a user's second run).
 """
 from __future__ import annotations
 
@@ -240,6 +244,9 @@ def child(a):
 
 
 # -- the parent ----------------------------------------------------------------------------------
+CHILD_KIND = {"base": "ours", "ours-plain-kernels": "ours"}
+
+
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     cpu = platform.processor() or platform.machine()
@@ -250,8 +257,8 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB"
 
 
-def run_child(kind, task, model, seed, a, env):
-    cmd = [sys.executable, __file__, "--child", f"{kind}:{task}:{model}", "--steps", str(a.steps),
+def run_child(kind, task, model, seed, a, env, steps=None):
+    cmd = [sys.executable, __file__, "--child", f"{kind}:{task}:{model}", "--steps", str(steps or a.steps),
            "--warmup", str(a.warmup), "--batch-size", str(a.batch_size), "--max-length", str(a.max_length),
            "--seed", str(seed)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -269,7 +276,7 @@ def main():
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--only", default="mnrl,clf,mbert-mnrl,mbert-clf")
     ap.add_argument("--kinds", default="peer,peer-nodrop,ours,ours-eager",
-                    help="Also: ours-random (group_by_length off). peer-nodrop runs for MiniLM only "
+                    help="Also: ours-random (group_by_length off), ours-plain-kernels. peer-nodrop runs for MiniLM only "
                          "(ModernBERT's dropout is 0 already).")
     ap.add_argument("--seeds", default="0", help="Comma-separated seeds; each row runs once per seed.")
     ap.add_argument("--base-root", help="Also run the engine of this checkout (PYTHONPATH), compiled, as 'base'.")
@@ -293,12 +300,20 @@ def main():
         model = mbert if row.startswith("mbert") else "minilm"
         label = ("ModernBERT-small " if row.startswith("mbert") else "MiniLM-L6 ") + task.upper()
         results = {}
+        child_envs = {kind: dict(env) for kind in kinds}
+        if "base" in kinds:
+            child_envs["base"]["PYTHONPATH"] = a.base_root
+        if "ours-plain-kernels" in kinds:
+            (tmp / "plain-kernels").mkdir(exist_ok=True)
+            child_envs["ours-plain-kernels"].update(RACLATE_KERNEL_FLAGS="0", TMPDIR=str(tmp / "plain-kernels"))
+        for kind in kinds:  # warm the compiled-kernel caches
+            if kind not in ("peer", "peer-nodrop"):
+                run_child(CHILD_KIND.get(kind, kind), task, model, seeds[0], a, child_envs[kind], steps=20)
         for seed in seeds:
             for kind in kinds:
                 if kind == "peer-nodrop" and row.startswith("mbert"):
                     continue
-                child_env = dict(env, PYTHONPATH=a.base_root) if kind == "base" else env
-                r = run_child("ours" if kind == "base" else kind, task, model, seed, a, child_env)
+                r = run_child(CHILD_KIND.get(kind, kind), task, model, seed, a, child_envs[kind])
                 if r is not None:
                     results.setdefault(kind, []).append(r)
         mean = lambda kind, f: statistics.mean(f(r) for r in results[kind])
@@ -306,6 +321,7 @@ def main():
         names = {"peer": peer_name[task], "peer-nodrop": peer_name[task] + " (dropout 0)",
                  "ours": "RACLATE (compiled)", "ours-eager": "RACLATE (eager)",
                  "ours-random": "RACLATE (random batches)",
+                 "ours-plain-kernels": "RACLATE (unvectorised kernels)",
                  "base": "RACLATE (--base-root)"}
         for kind in kinds:
             if kind not in results:

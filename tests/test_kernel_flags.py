@@ -1,0 +1,109 @@
+"""The g++ shim that vectorises MLX's compiled CPU kernels (engine/backend.py): it calls the real
+compiler with the extra flags, the kernels it builds are vectorised, and results are bit-identical."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import backend
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux" or shutil.which("g++") is None,
+                                reason="the shim is for MLX's JIT compiler on Linux")
+ROOT = Path(__file__).resolve().parent.parent
+
+# A fused AdamW update (4 inputs, 3 outputs, a sqrt) and a GELU MLP's gradient, compiled, 3 steps.
+SCRIPT = r"""
+import sys
+import engine
+import mlx.core as mx, mlx.nn as nn, mlx.optimizers as optim
+import numpy as np
+mx.random.seed(0)
+params = {"w": mx.random.normal((300, 64)), "b": mx.random.normal((64,)), "out": mx.random.normal((64, 3))}
+x, y = mx.random.normal((40, 300)), mx.random.randint(0, 3, (40,))
+def loss(p):
+    h = nn.gelu(x @ p["w"] + p["b"])
+    return nn.losses.cross_entropy(h @ p["out"], y, reduction="mean")
+opt = optim.AdamW(learning_rate=1e-2, bias_correction=True)
+opt.init(params)
+grad = mx.compile(mx.value_and_grad(loss))
+state = [opt.state]
+step = mx.compile(lambda p, g: opt.apply_gradients(g, p), inputs=state, outputs=state)
+for _ in range(3):
+    value, g = grad(params)
+    params = step(params, g)
+    mx.eval(params, opt.state)
+np.savez(sys.argv[1], loss=np.array(value), **{k: np.array(v) for k, v in params.items()},
+         **{"m_" + k: np.array(v["m"]) for k, v in opt.state.items() if isinstance(v, dict)})
+"""
+
+
+def run(tmp: Path, name: str, flags: bool) -> tuple[dict, Path]:
+    """The script in a fresh process with its own kernel cache (TMPDIR) and the shim on or off."""
+    temp = tmp / f"{name}-tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "RACLATE_KERNEL_FLAGS": "1" if flags else "0",
+           "PYTHONPATH": str(ROOT)}
+    out = tmp / f"{name}.npz"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(np.load(out)), temp
+
+
+def packed_sqrt(cache: Path) -> list[bool]:
+    """Per compiled kernel with a square root: does its machine code take packed square roots?"""
+    found = []
+    for lib in cache.glob("mlx/*/cpu/*.so"):
+        if "Sqrt" not in lib.name:
+            continue
+        code = subprocess.run(["objdump", "-d", str(lib)], capture_output=True, text=True).stdout
+        found.append("sqrtps" in code)
+    return found
+
+
+def test_flagged_kernels_are_vectorised_and_give_bit_identical_results(tmp_path):
+    plain, plain_cache = run(tmp_path, "plain", flags=False)
+    flagged, flagged_cache = run(tmp_path, "flagged", flags=True)
+    assert plain.keys() == flagged.keys() and "m_w" in plain
+    for key in plain:
+        assert np.array_equal(plain[key], flagged[key]), key
+    assert packed_sqrt(plain_cache) == [False]    # the AdamW kernel, scalar sqrtss
+    assert packed_sqrt(flagged_cache) == [True]   # the same kernel, packed sqrtps
+
+
+def test_shim_calls_the_real_compiler_with_the_flags_even_when_already_on_path(tmp_path):
+    shim_dir = backend._shim_dir()
+    assert backend.info()["kernel_flags"] == " ".join(backend.KERNEL_FLAGS)
+    assert os.environ["PATH"].split(os.pathsep)[0] == shim_dir
+    script = Path(shim_dir, "g++").read_text()
+    real = script.split('"')[1]
+    assert os.path.realpath(os.path.dirname(real)) != os.path.realpath(shim_dir) and os.access(real, os.X_OK)
+    assert " ".join(backend.KERNEL_FLAGS) in script
+    # A child inherits the PATH with the shim first and imports the engine again: no shim calling itself.
+    probe = "import engine, subprocess; print(subprocess.run(['g++', '--version'], capture_output=True, text=True).stdout)"
+    proc = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "g++" in proc.stdout.lower(), proc.stderr
+    assert Path(shim_dir, "g++").read_text() == script
+
+
+def test_kernels_cached_without_the_flags_are_removed_once(tmp_path, monkeypatch):
+    cache = tmp_path / "mlx" / "0.0.1" / "cpu"
+    cache.mkdir(parents=True)
+    (cache / "old_kernel.so").write_bytes(b"\0")
+    (cache / "old_kernel.cpp").write_text("// source")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    backend._drop_unflagged_kernels("-fsome-flag")
+    assert not (cache / "old_kernel.so").exists() and (cache / "old_kernel.cpp").exists()
+    assert (cache / backend._MARKER).read_text() == "-fsome-flag"
+    (cache / "new_kernel.so").write_bytes(b"\0")          # built with the flags: kept from now on
+    backend._drop_unflagged_kernels("-fsome-flag")
+    assert (cache / "new_kernel.so").exists()
+    backend._drop_unflagged_kernels("-fother-flags")      # flags changed: rebuilt once more
+    assert not (cache / "new_kernel.so").exists()
