@@ -128,6 +128,7 @@ def child_ours(task, model_path, a, compile_, group_by_length=True):
     from engine.trainer import Trainer
     from engine.training_args import TrainingArgs
     rows, names, label_info = rows_for(task), label_names(task), None
+    mx.random.seed(a.seed)  # a new classifier head's initial weights follow the seed (as `raclate train`)
     if task == "clf":
         rows = [{"text": r["text"], "label": names.index(r["label"])} for r in rows]
         label_info = LabelInfo(names=names, num_labels=len(names), is_regression=False)
