@@ -19,10 +19,11 @@ LABELS = {
     "warmup_steps": "Warmup steps", "freeze_embeddings": "Freeze embeddings", "eval_steps": "Evaluate every (steps)",
     "save_steps": "Checkpoint every (steps)", "seed": "Seed", "max_steps": "Max steps", "weight_decay": "Weight decay",
     "logging_steps": "Log every (steps)", "max_grad_norm": "Gradient clipping", "save_total_limit": "Checkpoints kept",
+    "group_by_length": "Group batches by length",
 }
 BASIC = ("num_train_epochs", "batch_size", "learning_rate", "max_length")
 ADVANCED = ("gradient_accumulation_steps", "grad_checkpoint", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
-            "freeze_embeddings", "eval_steps", "save_steps", "seed", "max_steps", "weight_decay", "max_grad_norm",
+            "freeze_embeddings", "group_by_length", "eval_steps", "save_steps", "seed", "max_steps", "weight_decay", "max_grad_norm",
             "logging_steps", "save_total_limit")
 RANGES = {  # editor limits (not defaults): (minimum, maximum, step, decimals)
     "num_train_epochs": (0.1, 1000, 0.5, 2), "batch_size": (1, 4096, 1, 0), "max_length": (8, 32768, 32, 0),
@@ -87,7 +88,9 @@ def editor_for(f: Field) -> QWidget:
         box.setCurrentIndex(box.findData(default))
         return box
     if kind.startswith("bool"):
-        return QCheckBox()
+        box = QCheckBox()
+        box.setChecked(bool(default))
+        return box
     if f.name == "learning_rate":
         box = SciSpinBox()
         box.setValue(default)

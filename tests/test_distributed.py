@@ -222,7 +222,8 @@ def test_cli_under_mlx_launch(bert_dir, data_file, single_run, tmp_path):
     done = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     events = read_events(done.stdout)
-    assert [e["event"] for e in events].count("run_started") == 1 and events[-1]["event"] == "finished"
+    assert [e["event"] for e in events].count("run_started") == 1
+    assert events[-1]["event"] == "finished", (events[-1], done.stderr[-3000:])
     assert of(events, "run_started")[0]["world_size"] == 2 and len(of(events, "step")) == 12
     assert [e["step"] for e in of(events, "checkpoint")] == [5, 10, 12]
     diff = max_diff(model_weights(out), single_run)

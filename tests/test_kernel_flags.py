@@ -3,6 +3,7 @@ compiler with the extra flags, the kernels it builds are vectorised, and results
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,22 @@ def test_flagged_kernels_are_vectorised_and_give_bit_identical_results(tmp_path)
         assert np.array_equal(plain[key], flagged[key]), key
     assert packed_sqrt(plain_cache) == [False]    # the AdamW kernel, scalar sqrtss
     assert packed_sqrt(flagged_cache) == [True]   # the same kernel, packed sqrtps
+    assert not list(flagged_cache.glob("mlx/*/cpu/*.tmp"))  # each library was built aside, then renamed
+
+
+def test_the_shim_builds_aside_and_renames_and_passes_failures_on(tmp_path):
+    shim = Path(backend._shim_dir(), "g++")
+    source = tmp_path / "kernel one.cpp"
+    source.write_text('extern "C" int one() { return 1; }\n')
+    out = tmp_path / "lib kernel one.so"
+    done = subprocess.run([str(shim), "-std=c++17", "-O3", "-fPIC", "-shared", str(source), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0 and sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, source.name])
+    failed = subprocess.run([str(shim), "-shared", str(tmp_path / "missing.cpp"), "-o", str(tmp_path / "x.so")],
+                            capture_output=True, text=True)
+    assert failed.returncode != 0 and "missing.cpp" in failed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, source.name])
 
 
 def test_shim_calls_the_real_compiler_with_the_flags_even_when_already_on_path(tmp_path):
@@ -82,7 +99,7 @@ def test_shim_calls_the_real_compiler_with_the_flags_even_when_already_on_path(t
     assert backend.info()["kernel_flags"] == " ".join(backend.KERNEL_FLAGS)
     assert os.environ["PATH"].split(os.pathsep)[0] == shim_dir
     script = Path(shim_dir, "g++").read_text()
-    real = script.split('"')[1]
+    real = re.search(r'exec "([^"]+)"', script).group(1)
     assert os.path.realpath(os.path.dirname(real)) != os.path.realpath(shim_dir) and os.access(real, os.X_OK)
     assert " ".join(backend.KERNEL_FLAGS) in script
     # A child inherits the PATH with the shim first and imports the engine again: no shim calling itself.
