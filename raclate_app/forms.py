@@ -23,8 +23,8 @@ LABELS = {
 }
 BASIC = ("num_train_epochs", "batch_size", "learning_rate", "max_length")
 ADVANCED = ("gradient_accumulation_steps", "grad_checkpoint", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
-            "freeze_embeddings", "group_by_length", "eval_steps", "save_steps", "seed", "max_steps", "weight_decay", "max_grad_norm",
-            "logging_steps", "save_total_limit")
+            "freeze_embeddings", "group_by_length", "eval_steps", "save_steps", "seed", "max_steps", "weight_decay",
+            "max_grad_norm", "logging_steps", "save_total_limit")
 RANGES = {  # editor limits (not defaults): (minimum, maximum, step, decimals)
     "num_train_epochs": (0.1, 1000, 0.5, 2), "batch_size": (1, 4096, 1, 0), "max_length": (8, 32768, 32, 0),
     "gradient_accumulation_steps": (1, 1024, 1, 0), "warmup_ratio": (0.0, 0.99, 0.01, 2),
