@@ -329,3 +329,22 @@ def test_a_rank_that_fails_tells_rank_0_why(bert_dir, data_file, tmp_path):
     assert error["kind"] == "peer_lost" and error["message"].startswith("Rank 1 failed: ")
     assert "missing.jsonl" in error["message"]
     assert "error (rank 1): " in (tmp_path / "rank1.err").read_text()
+
+
+def test_launch_exit_status_is_the_failing_ranks():
+    from engine.commands.launch import RANK_EXIT, exit_status
+    line = "\x1b[33m[WARN] Node with rank 1 exited with code 2 \x1b[0m\n"   # mlx.launch's own log line
+    assert [(int(r), int(c)) for r, c in RANK_EXIT.findall(line)] == [(1, 2)]
+    assert exit_status(0, [2, -15]) == 2 and exit_status(0, [-15, 1]) == 1     # the others get SIGTERM after
+    assert exit_status(0, [-9]) == 137 and exit_status(0, [0, 0]) == 0 and exit_status(3, []) == 3
+
+
+@pytest.mark.slow
+def test_launch_exits_with_the_ranks_error_code(bert_dir, tmp_path):
+    """mlx.launch itself exits 0 when its ranks fail; `raclate launch` must not: bad data is exit 2."""
+    missing = tmp_path / "missing.jsonl"
+    done = subprocess.run([str(BIN / "raclate"), "launch", "-n", "2", "--",
+                           *cli_args(bert_dir, missing, tmp_path / "out", "--batch-size", "4")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "missing.jsonl" in done.stderr

@@ -8,15 +8,21 @@ passed inline to other machines, so only the data and the model have to exist th
 
 Ctrl+C (or the app's Stop) reaches the local processes, which agree with the others to stop at the
 same step; rank 0 writes the checkpoint. The launcher itself ignores it so it can relay the last
-events."""
+events.
+
+`mlx.launch` exits 0 even when a rank fails (it logs "Node with rank R exited with code C"), so this
+command reads that log on the way through and exits with the first failing rank's code (2 bad input,
+1 a failure while training, 128+N a rank ended by signal N): a script can trust the exit status."""
 from __future__ import annotations
 
 import ipaddress
 import json
 import os
+import re
 import shlex
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +30,7 @@ from pathlib import Path
 from engine.commands import guarded
 
 LOCAL = "127.0.0.1"
+RANK_EXIT = re.compile(r"rank (\d+) exited with code (-?\d+)")
 LAUNCH_MAIN = "import sys; from mlx._distributed_utils.launch import main; sys.argv[0] = 'mlx.launch'; sys.exit(main())"
 
 
@@ -170,5 +177,22 @@ def run(ns) -> int:
     # The launcher ignores Ctrl+C / the app's SIGINT (it would die and drop the last events); the training
     # processes set their own handler and stop together at the next step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.execv(argv[0], argv)
-    return 1  # not reached
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+    codes = []
+    for line in proc.stderr:   # relayed as it comes; events travel on stdout untouched
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        codes += [int(code) for _, code in RANK_EXIT.findall(line)]
+    return exit_status(proc.wait(), codes)
+
+
+def exit_status(launcher_code: int, rank_codes: list[int]) -> int:
+    """The first rank's failure (mlx.launch ends the others with SIGTERM after it), else the launcher's.
+
+    >>> exit_status(0, [2, -15]), exit_status(0, [-15, 1]), exit_status(0, [-9]), exit_status(0, [])
+    (2, 1, 137, 0)
+    """
+    failed = [c for c in rank_codes if c > 0] or [c for c in rank_codes if c < 0]
+    if not failed:
+        return launcher_code
+    return failed[0] if failed[0] > 0 else 128 - failed[0]
