@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 # The main job: the app with the demo dataset where there is a display, else the headless demo.
 run: setup
-	$(PY) -m engine.run_main
+	$(PY) -m raclate_app.run_main
 
 # The whole suite (parity, GUI and slow end-to-end tests included). pytest's exit 5 (no tests
 # collected) is non-zero, so it fails here too.
