@@ -42,8 +42,10 @@ def read_icns(data: bytes) -> dict[str, bytes]:
 def render_pngs(svg: Path, fallback_png: Path) -> dict[str, bytes]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
-    from PySide6.QtGui import QGuiApplication, QImage, QPainter
+    from PySide6.QtGui import QGuiApplication, QImage
     app = QGuiApplication.instance() or QGuiApplication([sys.argv[0]])  # noqa: F841  (QtGui needs one)
+    sys.path.insert(0, str(ROOT))  # run as a script from the spec: the checkout's app package
+    from raclate_app.icon import render_square
     try:
         from PySide6.QtSvg import QSvgRenderer
         renderer = QSvgRenderer(str(svg))
@@ -54,12 +56,7 @@ def render_pngs(svg: Path, fallback_png: Path) -> dict[str, bytes]:
     out = {}
     for kind, size in ICNS_TYPES.items():
         if valid:
-            image = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
-            image.fill(Qt.GlobalColor.transparent)
-            painter = QPainter(image)
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-            renderer.render(painter)
-            painter.end()
+            image = render_square(renderer, size)
         else:
             image = source.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
                                   Qt.TransformationMode.SmoothTransformation)

@@ -17,17 +17,23 @@ SVG = ICONS_DIR / "raclate.svg"
 PNG = ICONS_DIR / "raclate.png"
 
 
-def render_png(svg: Path = SVG, png: Path = PNG, size: int = 256) -> Path:
-    from PySide6.QtSvg import QSvgRenderer
-    renderer = QSvgRenderer(str(svg))
-    if not renderer.isValid():
-        raise ValueError(f"{svg} is not a valid SVG file.")
+def render_square(renderer, size: int) -> QImage:
+    """A QSvgRenderer's picture on a transparent ``size``×``size`` image, antialiased."""
     image = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
     image.fill(Qt.GlobalColor.transparent)
     painter = QPainter(image)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     renderer.render(painter)
     painter.end()
+    return image
+
+
+def render_png(svg: Path = SVG, png: Path = PNG, size: int = 256) -> Path:
+    from PySide6.QtSvg import QSvgRenderer
+    renderer = QSvgRenderer(str(svg))
+    if not renderer.isValid():
+        raise ValueError(f"{svg} is not a valid SVG file.")
+    image = render_square(renderer, size)
     png.parent.mkdir(parents=True, exist_ok=True)
     if not image.save(str(png)):
         raise OSError(f"Could not write {png}.")
