@@ -126,3 +126,15 @@ def trained_run(tmp_path_factory, app_models):
                         logging_steps=1, save_total_limit=3, learning_rate=1e-3)
     train_run({"model": str(app_models["base"]), "task": "text-classification", "data": data, "training": args})
     return out
+
+
+def open_run_page(qtbot, project, app_models, page_class, height: int):
+    """An Evaluate/Playground-style page over the tiny runs, shown at 1280×height, once its run picker
+    lists them all. The caller shuts it down (``page.shutdown()``)."""
+    project.settings.set_json("runs/extra", [str(app_models["runs"])])
+    page = page_class(project)
+    qtbot.addWidget(page)
+    page.resize(1280, height)
+    page.show()
+    qtbot.waitUntil(lambda: len(page.picker.runs) >= 6, timeout=20_000)
+    return page

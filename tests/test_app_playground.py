@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.app_fixtures import app_models  # noqa: F401
+from tests.app_fixtures import app_models, open_run_page  # noqa: F401
 from tests.test_app_support import app_settings, project, screenshots, shot  # noqa: F401
 
 pytestmark = pytest.mark.gui
@@ -16,12 +16,7 @@ pytestmark = pytest.mark.gui
 @pytest.fixture
 def page(qtbot, project, app_models):
     from raclate_app.pages.playground import PlaygroundPage
-    project.settings.set_json("runs/extra", [str(app_models["runs"])])
-    page = PlaygroundPage(project)
-    qtbot.addWidget(page)
-    page.resize(1280, 820)
-    page.show()
-    qtbot.waitUntil(lambda: len(page.picker.runs) >= 6, timeout=20_000)
+    page = open_run_page(qtbot, project, app_models, PlaygroundPage, 820)
     yield page
     page.shutdown()
 
