@@ -162,8 +162,8 @@ def setup(model_name, task, a, tmp):
     from engine.data.labels import LabelInfo
     from engine.defaults import default_model_dir
     from engine.models import load_model
-    from engine.trainer import Trainer
-    from engine.training_args import TrainingArgs
+    from engine.training.trainer import Trainer
+    from engine.training.args import TrainingArgs
     path = str(default_model_dir()) if model_name == "minilm" else small_modernbert(tmp)
     rows = rows_for(task)
     label_info = None
@@ -182,7 +182,7 @@ def setup(model_name, task, a, tmp):
 
 def profile(model_name, task, a, tmp) -> list[str]:
     from engine.data import LengthGroupedBatchSampler
-    from engine.train_step import build_step, make_optimizer
+    from engine.training.step import build_step, make_optimizer
     trainer, args = setup(model_name, task, a, tmp)
     getattr(engine.backend, "keep_freed_memory", lambda: None)()  # as Trainer.train() does (absent in old checkouts)
     model = trainer.model

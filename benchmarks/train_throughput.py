@@ -125,8 +125,8 @@ def child_ours(task, model_path, a, compile_, group_by_length=True):
     from engine import encode
     from engine.data.labels import LabelInfo
     from engine.models import load_model
-    from engine.trainer import Trainer
-    from engine.training_args import TrainingArgs
+    from engine.training.trainer import Trainer
+    from engine.training.args import TrainingArgs
     rows, names, label_info = rows_for(task), label_names(task), None
     mx.random.seed(a.seed)  # a new classifier head's initial weights follow the seed (as `raclate train`)
     if task == "clf":

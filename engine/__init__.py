@@ -10,7 +10,7 @@ def __getattr__(name):
         from engine.models import load_model
         return load_model
     if name == "encode":
-        from engine.embedding import encode
+        from engine.inference import encode
         return encode
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 

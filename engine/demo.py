@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from engine import backend
-from engine.data import DatasetArgs
 from engine.defaults import RESOURCES_DIR
-from engine.training_args import TrainingArgs
+from engine.training.config import RunConfig, build_run_config
+from engine.training.run import train_run
 
 # job: (file, task, metrics shown, batch size, learning rate, epochs)
 JOBS = {
@@ -25,18 +25,15 @@ JOBS = {
 }
 
 
-def demo_config(job: str, output: str, max_steps: int = -1) -> dict:
+def demo_config(job: str, output: str, max_steps: int = -1) -> RunConfig:
     file, task, _, batch, lr, epochs = JOBS[job]
-    data = DatasetArgs(data=str(RESOURCES_DIR / "demo" / file), task_type=task, validation_split=0.2,
-                       max_length=128, seed=13)
-    training = TrainingArgs(output_dir=output, batch_size=batch, learning_rate=lr, num_train_epochs=epochs,
-                            max_steps=max_steps, warmup_ratio=0.1, logging_steps=5, save_steps=0,
-                            save_total_limit=1, max_length=128, seed=13)
-    return {"model": "default", "task": task, "data": data, "training": training}
+    return build_run_config(model="default", task=task, data=str(RESOURCES_DIR / "demo" / file),
+                            validation_split=0.2, output_dir=output, batch_size=batch, learning_rate=lr,
+                            num_train_epochs=epochs, max_steps=max_steps, warmup_ratio=0.1, logging_steps=5,
+                            save_steps=0, save_total_limit=1, max_length=128, seed=13)
 
 
 def run_job(job: str, output: Path, quick: bool) -> None:
-    from engine.run import train_run
     file, task, shown = JOBS[job][:3]
     print(f"\n== {job}: fine-tune on resources/demo/{file} ({task}, 20% held out)", flush=True)
     evals: list[dict] = []

@@ -1,4 +1,4 @@
-"""The JSON-line event stream (see shared DESIGN §1): the same records go to Python callbacks,
+"""The JSON-line event stream (docs/ARCHITECTURE.md, Events): the same records go to Python callbacks,
 the CLI's --events FILE|-, and through it to the GUI."""
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import math
 import sys
 import time
+
+from engine.errors import UsageError
 
 EVENTS = ("run_started", "phase", "step", "eval", "checkpoint", "warning", "error", "finished")
 
@@ -37,7 +39,11 @@ class JsonLineWriter:
     """A callback writing one JSON object per line to a file or stdout ('-'), flushed each line."""
 
     def __init__(self, target: str):
-        self.stream = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")
+        try:
+            self.stream = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"Cannot write events to {target}: {exc.strerror or exc}. Give --events a file in an "
+                             "existing, writable folder, or '-' for standard output.") from None
 
     def __call__(self, event: dict) -> None:
         self.stream.write(json.dumps(event, ensure_ascii=False) + "\n")

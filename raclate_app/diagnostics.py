@@ -47,8 +47,11 @@ def diagnostics_text(project, train_page=None, max_events: int = 40, max_log_lin
         for f in project.check.report.findings[:10]:
             parts.append(f"- finding: {f}")
     config = getattr(train_page, "last_config", None) if train_page else None
-    parts += ["", "## Run config", "```json", json.dumps(config or project.run_config("(not started)"), indent=2,
-                                                          default=str), "```"]
+    try:
+        config = config or project.run_config("(not started)")
+    except ValueError as exc:   # nothing to train yet (no data): the reason instead
+        config = {"not ready": str(exc)}
+    parts += ["", "## Run config", "```json", json.dumps(config, indent=2, default=str), "```"]
     if train_page is not None:
         events = list(train_page.events)[-max_events:]
         parts += ["", f"## Last {len(events)} events", "```"]

@@ -10,7 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox,
                                QWidget)
 
-from engine.training_args import SCHEDULERS, TrainingArgs
+from engine.training.args import SCHEDULERS, TrainingArgs, flag
 
 LABELS = {
     "num_train_epochs": "Epochs", "batch_size": "Batch size", "learning_rate": "Learning rate",
@@ -30,11 +30,11 @@ RANGES = {  # editor limits (not defaults): (minimum, maximum, step, decimals)
     "gradient_accumulation_steps": (1, 1024, 1, 0), "warmup_ratio": (0.0, 0.99, 0.01, 2),
     "warmup_steps": (0, 1_000_000, 10, 0), "eval_steps": (0, 1_000_000, 50, 0), "save_steps": (0, 1_000_000, 50, 0),
     "seed": (0, 2 ** 31 - 1, 1, 0), "max_steps": (-1, 10_000_000, 10, 0), "weight_decay": (0.0, 1.0, 0.01, 3),
-    "max_grad_norm": (0.0, 100.0, 0.1, 2), "logging_steps": (1, 100_000, 1, 0), "save_total_limit": (1, 100, 1, 0),
+    "max_grad_norm": (0.0, 100.0, 0.1, 2), "logging_steps": (0, 100_000, 1, 0), "save_total_limit": (1, 100, 1, 0),
 }
 CHOICES = {"lr_scheduler_type": SCHEDULERS}
 SPECIAL = {"max_steps": "use epochs", "eval_steps": "start and end", "save_steps": "only at the end",
-           "warmup_steps": "use fraction", "max_grad_norm": "no clipping"}
+           "warmup_steps": "use fraction", "max_grad_norm": "no clipping", "logging_steps": "auto"}
 
 
 def training_field(name: str) -> Field:
@@ -176,13 +176,13 @@ def gui_words(text: str) -> str:
     """Engine hints name CLI flags (--batch-size, --grad-accum); in the app, name the setting instead.
     The flag → field mapping comes from TrainingArgs itself."""
     import re
-    flags = {(f.metadata.get("flag") or "--" + f.name.replace("_", "-")): f.name for f in fields(TrainingArgs)}
+    flags = {flag(f): f.name for f in fields(TrainingArgs)}
     flags["--model"] = None
 
     def swap(match):
-        flag = match.group(0)
-        if flag not in flags:
-            return flag
-        name = flags[flag]
+        word = match.group(0)
+        if word not in flags:
+            return word
+        name = flags[word]
         return "the model (Model & Task page)" if name is None else f"“{label_of(name)}”"
     return re.sub(r"--[a-z][a-z-]*", swap, text)

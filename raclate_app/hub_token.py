@@ -1,5 +1,5 @@
 """The Hugging Face token the app pushes with: HF_TOKEN or the ``huggingface-cli login`` token
-(engine.hub.find_token), else one the user typed once, kept in the system keyring when the optional
+(engine.outputs.hub.find_token), else one the user typed once, kept in the system keyring when the optional
 ``keyring`` package is installed (else only for this session). Never in the plain settings file."""
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def forget_token() -> None:
 
 def find_token() -> tuple[str | None, str]:
     """(token, where it came from, in words)."""
-    from engine.hub import find_token as engine_token
+    from engine.outputs.hub import find_token as engine_token
     if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
         return engine_token(), "the HF_TOKEN environment variable"
     token = engine_token()
@@ -74,7 +74,7 @@ def find_token() -> tuple[str | None, str]:
 
 
 def repo_problem(repo_id: str) -> str | None:
-    """Why ``repo_id`` is not a valid Hub repository id, or None (the checks of engine.hub.check_push)."""
+    """Why ``repo_id`` is not a valid Hub repository id, or None (the checks of engine.outputs.hub.check_push)."""
     repo_id = repo_id.strip()
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         return "Give the repository as USER/NAME or ORG/NAME, e.g. alice/minilm-faq."

@@ -7,19 +7,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-# Starting points per HF model_type: batch size, peak learning rate, max length. Encoders train
-# with larger batches and rates than the decoder families.
-PRESETS: dict[str, dict] = {
-    "bert": {"batch_size": 32, "learning_rate": 5e-5, "max_length": 256},
-    "modernbert": {"batch_size": 16, "learning_rate": 8e-5, "max_length": 512},
-    "qwen3": {"batch_size": 8, "learning_rate": 2e-5, "max_length": 512},
-    "gemma3_text": {"batch_size": 8, "learning_rate": 2e-5, "max_length": 512},
-    "t5gemma": {"batch_size": 8, "learning_rate": 3e-5, "max_length": 512},
-    "lfm2": {"batch_size": 8, "learning_rate": 2e-5, "max_length": 512},
-}
-ALIASES = {"gemma3": "gemma3_text", "embeddinggemma": "gemma3_text"}
-FAMILY_NAMES = {"bert": "BERT", "modernbert": "ModernBERT", "qwen3": "Qwen3", "gemma3_text": "Gemma 3",
-                "t5gemma": "T5Gemma", "lfm2": "LFM2"}
+from engine.models import spec_for
+from engine.models.loading import find_config, local_model_dir
 
 
 @dataclass
@@ -31,15 +20,23 @@ class ModelSummary:
 
     @property
     def model_type(self) -> str:
-        return ALIASES.get(self.config.get("model_type", ""), self.config.get("model_type", ""))
+        spec = spec_for(self.config.get("model_type", ""))
+        return spec.model_type if spec else self.config.get("model_type", "")
+
+    @property
+    def family_name(self) -> str:
+        """What the app calls the architecture ("Gemma 3"); the raw model_type when unsupported."""
+        spec = spec_for(self.model_type)
+        return spec.name if spec else self.model_type or "unknown architecture"
 
     @property
     def preset(self) -> dict | None:
-        return PRESETS.get(self.model_type)
+        spec = spec_for(self.model_type)
+        return dict(spec.presets) if spec else None
 
     def describe(self) -> str:
         c = self.config
-        parts = [FAMILY_NAMES.get(self.model_type, self.model_type or "unknown architecture")]
+        parts = [self.family_name]
         if self.parameters:
             parts.append(f"{self.parameters / 1e6:.1f}M parameters")
         if c.get("num_hidden_layers"):
@@ -49,44 +46,6 @@ class ModelSummary:
         if c.get("max_position_embeddings"):
             parts.append(f"up to {c['max_position_embeddings']} tokens")
         return " · ".join(parts)
-
-
-def find_config(folder: Path) -> Path | None:
-    """config.json of a model folder: at the top, or in a sentence-transformers module folder."""
-    if (folder / "config.json").exists():
-        return folder / "config.json"
-    modules = folder / "modules.json"
-    if modules.exists():
-        try:
-            for module in json.loads(modules.read_text()):
-                if module.get("type", "").endswith("Transformer"):
-                    candidate = folder / module.get("path", "") / "config.json"
-                    if candidate.exists():
-                        return candidate
-        except (OSError, ValueError):
-            return None
-    return None
-
-
-def local_folder(name: str) -> Path | None:
-    """The folder for ``name`` without touching the network: 'default', a path, or a cached Hub id."""
-    from engine.defaults import resolve_model_name
-    try:
-        resolved = resolve_model_name(name)
-    except FileNotFoundError:
-        return None
-    path = Path(resolved).expanduser()
-    if path.is_dir():
-        return path
-    if "/" in name and not name.startswith((".", "/", "~")):
-        try:
-            from huggingface_hub import try_to_load_from_cache
-            cached = try_to_load_from_cache(name, "config.json")
-        except Exception:  # noqa: BLE001 — a malformed id
-            return None
-        if isinstance(cached, str):
-            return Path(cached).parent
-    return None
 
 
 def safetensors_parameters(folder: Path) -> int | None:
@@ -124,7 +83,7 @@ def formula_parameters(config: dict) -> int | None:
 
 def summarize(name: str) -> ModelSummary | None:
     """config.json + parameter count of a local (or Hub-cached) model; None when it is not on disk."""
-    folder = local_folder(name)
+    folder = local_model_dir(name)
     if folder is None:
         return None
     config_file = find_config(folder)

@@ -42,20 +42,6 @@ class Series:
     def y(self) -> np.ndarray:
         return self._y[:self.n]
 
-    def on_log_scale_toggled(self, on: bool) -> None:
-        item = self.loss_plot.getPlotItem()
-        item.setLogMode(y=on)
-        item.enableAutoRange(y=on)   # log mode: pyqtgraph ranges in log10 units, let it fit them
-        if not on:
-            item.getViewBox().setYRange(0, 1)
-            self._dirty.add("loss")
-
-    def set_total_steps(self, total: int) -> None:
-        """Fix the step axis to the whole run, so the curves grow left to right like a progress bar."""
-        for plot in self.plots:
-            plot.getPlotItem().setXRange(0, max(total, 1), padding=0.02)
-            plot.getPlotItem().enableAutoRange(x=False)
-
     def clear(self) -> None:
         self.n = 0
 

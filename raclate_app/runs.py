@@ -1,6 +1,6 @@
 """The runs on disk, as the Runs, Evaluate and Playground pages see them. Qt-free.
 
-A run is an output folder with a ``raclate_run.json`` (engine/run.py): config, status, final metrics
+A run is an output folder with a ``raclate_run.json`` (engine/training/run.py): config, status, final metrics
 and the history of step/eval events; its checkpoints are ``checkpoints/step-*`` folders whose
 ``trainer_state.json`` holds the step and the last evaluation. A record still saying "running"
 whose process is gone (the machine slept, the app was killed) is shown as crashed.
@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from engine.checkpoint import checkpoint_dirs
+from engine.run_record import RUN_FILE, effective_status, read_run_record
+from engine.training.checkpoint import checkpoint_dirs
 
-RUN_FILE = "raclate_run.json"
-STATUSES = ("finished", "stopped", "crashed", "running")
 # The metric that sums a run up, per app task (the first one present is shown).
 MAIN_METRICS = {"sentence-similarity": ("ndcg@10", "spearman_cosine"), "late-interaction": ("ndcg@10", "spearman_cosine"),
                 "classification": ("accuracy", "macro_f1"), "regression": ("spearman", "pearson"),
@@ -125,56 +122,11 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# -- status --------------------------------------------------------------------------------------
-def _linux_start_time(pid: int) -> float | None:
-    """When process ``pid`` started (epoch seconds), from /proc; None where there is no /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])   # field 22, counted after the command name
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def process_alive(pid, host: str | None = None, started: float | None = None) -> bool | None:
-    """True/False for a process on this machine; None when it cannot be told (another host)."""
-    if host and host != platform.node():
-        return None
-    try:
-        pid = int(pid)
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True   # alive, owned by someone else
-    except (OSError, ValueError, TypeError, OverflowError):
-        return False
-    began = _linux_start_time(pid)
-    if began is not None and started is not None and began > started + 5:
-        return False   # the id was reused by a newer process
-    return True
-
-
-def effective_status(record: dict) -> str:
-    status = record.get("status") or "crashed"
-    if status != "running":
-        return status if status in STATUSES else "crashed"
-    if record.get("pid") is None:
-        return "crashed"   # written by an engine that did not record its process: nothing runs it now
-    alive = process_alive(record["pid"], record.get("host"), record.get("started"))
-    return "crashed" if alive is False else "running"
-
-
 # -- finding runs --------------------------------------------------------------------------------
 def read_run(path: Path) -> RunInfo | None:
     path = Path(path)
-    try:
-        record = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
+    record = read_run_record(path)
+    if not record:
         return None
     status = effective_status(record)
     return RunInfo(path, record, status, list_checkpoints(path),
@@ -302,7 +254,7 @@ def duplicate_settings(record: dict) -> dict:
 def resume_config(run: RunInfo, checkpoint: Path) -> dict:
     """run.json for continuing ``run`` from ``checkpoint`` in its own folder, with its own settings."""
     from engine.data import DatasetArgs
-    from engine.training_args import TrainingArgs
+    from engine.training.args import TrainingArgs
     record = run.record
     # only fields this engine knows: a record written by another version may have more or fewer
     data = {k: v for k, v in (record.get("data") or {}).items() if k in DatasetArgs.__dataclass_fields__}

@@ -11,7 +11,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from engine.data import DataError, DatasetArgs, preview
 from engine.data.args import base_role
 from engine.defaults import RESOURCES_DIR
-from engine.training_args import TrainingArgs
+from engine.training.args import TrainingArgs
+from engine.training.config import build_run_config
 from raclate_app.checks import CheckResult, check_data, finding_from_error, load_tokenizer
 from raclate_app.settings import AppSettings
 from raclate_app.tasks import DEFAULT_TASK, IGNORE, engine_columns, get_task, guess_mapping, missing_roles, \
@@ -135,12 +136,6 @@ class Project(QObject):
     def _on_preview_failed(self, exc: Exception) -> None:
         self.loading_source = ""
         self.source_failed.emit(exc)
-
-    def clear_source(self) -> None:
-        self.preview, self.source, self.mapping, self.check, self.eval_file = None, "", {}, None, None
-        self.source_changed.emit()
-        self.mapping_changed.emit()
-        self.report_changed.emit()
 
     def set_role(self, column: str, role: str) -> None:
         """Map ``column`` to ``role``; a single-column role moves here from the column that had it."""
@@ -272,9 +267,11 @@ class Project(QObject):
         return "unknown" if self.preview is None or problem.startswith("Checking") else "over"
 
     def run_config(self, output_dir: str | Path) -> dict:
-        training = {k: v for k, v in self.training_values().items() if k != "output_dir"}
-        training["output_dir"] = str(output_dir)
-        return {"model": self.model, "task": self.task.engine_task, "data": self.data_args(), "training": training}
+        """run.json for the current choices, made by the engine's builder (the one `raclate train` uses):
+        it fills what was not chosen from the dataclass defaults and the model family's preset."""
+        settings = {"model": self.model, "task": self.task.engine_task, "data": self.data_args(),
+                    "training": {**self.training, **self.task.training}}
+        return build_run_config(settings, output_dir=str(output_dir)).to_dict()
 
 
 def _report_of(exc: Exception):

@@ -2,7 +2,7 @@
 (in the app bundle: `<app executable> --train-child train ...`) in its own process group, reads
 its JSON-line events and re-emits them as Qt signals.
 
-The child, not a thread, trains (see DESIGN §1): an MLX out-of-memory abort kills only the child,
+The child, not a thread, trains (docs/ARCHITECTURE.md, Shape): an MLX out-of-memory abort kills only the child,
 and Stop always works (SIGINT → the child finishes its step, checkpoints and exits; SIGKILL when
 it stays silent past the timeout). This thread only adapts the event stream; it never trains.
 """

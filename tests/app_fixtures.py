@@ -66,7 +66,7 @@ def make_run(out: Path, base: Path, task: str, data: Path, *, columns=None, late
 
     from engine.data import DatasetArgs
     from engine.models import load_model
-    from engine.training_args import TrainingArgs
+    from engine.training.args import TrainingArgs
     mx.random.seed(seed + 1000)   # another head than the base model's (seeded with ``seed``) for before/after
     model, tokenizer = load_model(str(base), task, id2label=names, is_regression=regression,
                                   use_late_interaction=late)
@@ -117,14 +117,15 @@ def app_models(tmp_path_factory):
 def trained_run(tmp_path_factory, app_models):
     """A real 4-step classification run (engine train_run) with checkpoints at steps 2 and 4."""
     from engine.data import DatasetArgs
-    from engine.run import train_run
-    from engine.training_args import TrainingArgs
+    from engine.training.run import train_run
+    from engine.training.args import TrainingArgs
+    from engine.training.config import RunConfig
     out = tmp_path_factory.mktemp("trained") / "2025-02-01-090000-classification"
     data = DatasetArgs(data=str(app_models["data"]["classification"]), task_type="text-classification",
                        validation_split=0.25, max_length=32)
     args = TrainingArgs(output_dir=str(out), max_steps=4, batch_size=8, max_length=32, save_steps=2, eval_steps=2,
                         logging_steps=1, save_total_limit=3, learning_rate=1e-3)
-    train_run({"model": str(app_models["base"]), "task": "text-classification", "data": data, "training": args})
+    train_run(RunConfig(str(app_models["base"]), "text-classification", data, args))
     return out
 
 

@@ -20,7 +20,7 @@ import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
-from engine.distributed import init_world  # noqa: E402
+from engine.training.distributed import init_world  # noqa: E402
 from tests.trainer_helpers import dataset, labels, load, pair_rows, sentiment_rows, weights  # noqa: E402
 
 B = 4  # per-rank batch
@@ -44,9 +44,9 @@ def global_rows(n: int) -> list[dict]:
 
 
 def batches(model, tok, rows, rank, size, world):
-    from engine.trainer import Trainer
-    from engine.training_args import TrainingArgs
-    from engine.distributed import World
+    from engine.training.trainer import Trainer
+    from engine.training.args import TrainingArgs
+    from engine.training.distributed import World
     helper = Trainer(model, tok, "sentence-similarity", TrainingArgs(max_length=32), dataset(rows), world=World())
     tds = helper._tokenized(dataset(rows))
     collate = helper._collator(tds)
@@ -66,7 +66,7 @@ def diff(a: dict, b: dict) -> float:
 def losses(bert_dir: str, out: Path) -> None:
     from engine.losses import CachedMultipleNegativesRankingLoss, LateInteractionContrastiveLoss
     from engine.losses import MultipleNegativesRankingLoss
-    from engine.trainer import TrainingError
+    from engine.errors import TrainingError
     world = init_world(30)
     rank, size = world.rank, world.size
     rows = global_rows(B * size)
@@ -114,8 +114,8 @@ def losses(bert_dir: str, out: Path) -> None:
 
 
 def trainer(bert_dir: str, out: Path) -> None:
-    from engine.trainer import Trainer
-    from engine.training_args import TrainingArgs
+    from engine.training.trainer import Trainer
+    from engine.training.args import TrainingArgs
     world = init_world(30)
     for name, (task, load_kw, rows, info, extra) in TRAINER_CASES.items():
         model, tok = load(bert_dir, task, **load_kw)

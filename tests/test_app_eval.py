@@ -32,22 +32,22 @@ def evaluate(qtbot, page, path, *, compare=True, timeout=120_000) -> dict:
 
 def engine_metrics(run_dir, *, file=None, columns=None) -> dict:
     """The engine's own numbers: the folder loaded as `raclate eval` loads it, the run's validation split
-    (or ``file``), `remap_labels` + collated `batches` + `evaluate_batches`."""
-    from engine.commands.evaluate import batches, evaluate as engine_evaluate, remap_labels
+    (or ``file``), `remap_labels` + collated `eval_batches` + `evaluate_batches`."""
     from engine.data import DatasetArgs, load_dataset
-    from engine.embedding import max_length_of
-    from engine.export import load_for_task, read_run_record
+    from engine.inference import eval_batches, evaluate_file, load_for_task, max_length_of, remap_labels
     from engine.metrics import evaluate_batches
+    from engine.run_record import read_run_record
     model, tokenizer, task, _ = load_for_task(str(run_dir))
     if file is not None:
-        return engine_evaluate(model, tokenizer, task, str(file), columns=columns)["metrics"]
+        return evaluate_file(model, tokenizer, task, str(file), columns=columns)["metrics"]
     data = read_run_record(run_dir)["data"]
     loaded = load_dataset(DatasetArgs(**data))
     ds, info = loaded.validation, loaded.label_info
     if task in ("text-classification", "token-classification"):
         ds, info = remap_labels(ds, info, model, task)
     model.eval()
-    return evaluate_batches(task, model, batches(model, tokenizer, task, ds, 32, max_length_of(model, tokenizer)), info)
+    return evaluate_batches(task, model, eval_batches(model, tokenizer, task, ds, 32, max_length_of(model, tokenizer)),
+                            info)
 
 
 def assert_same(ours: dict, theirs: dict, tol: float = 1e-6) -> None:

@@ -37,12 +37,12 @@ def hub(monkeypatch):
     """No token anywhere, online, a fake HfApi and a fake keyring (a dict)."""
     import huggingface_hub
 
-    import engine.hub
+    import engine.outputs.hub
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     FakeApi.calls, FakeApi.fail = [], None
-    monkeypatch.setattr(engine.hub, "make_api", FakeApi)
+    monkeypatch.setattr(engine.outputs.hub, "make_api", FakeApi)
     store = {}
     ring = types.ModuleType("keyring")
     ring.get_keyring = lambda: "fake"

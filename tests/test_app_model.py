@@ -27,7 +27,7 @@ def test_forms_are_built_from_training_args(qtbot):
     from raclate_app.forms import ADVANCED, BASIC, SettingsForm
     from raclate_app.state import training_defaults
 
-    from engine.training_args import TrainingArgs
+    from engine.training.args import TrainingArgs
     form = SettingsForm(BASIC + ADVANCED)
     qtbot.addWidget(form)
     defaults = training_defaults()
@@ -89,6 +89,32 @@ def test_preset_from_a_model_folder(qtbot, model_page, project, tmp_path):
     assert "ModernBERT" in model_page.model_info.text()
     assert model_page.model_combo.currentText() == str(folder)
     assert str(folder) in project.settings.recent("models")
+    wait_idle(qtbot, project)
+
+
+def test_cli_and_app_build_the_same_run_config(qtbot, model_page, project, tmp_path):
+    """The same choices on the Model page (Project.run_config) and in `raclate train --config run.json`
+    plus flags give the same TrainingArgs and DatasetArgs: both go through engine.training.config, and
+    what neither names (batch size, max length) comes from the default model's preset in both."""
+    from dataclasses import asdict
+
+    from engine.cli import build_parser
+    from engine.commands.train import resolve_train_config
+    from engine.models import preset_for
+    project.load_demo()
+    qtbot.waitUntil(lambda: project.preview is not None, timeout=20_000)
+    model_page.basic.set_values({"num_train_epochs": 2.0, "learning_rate": 1e-4})
+    model_page.advanced.set_values({"seed": 7})
+    app = project.run_config(tmp_path / "out")
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"model": "default", "task": "sentence-similarity",
+                                  "data": {"data": project.source, "columns": project.data_args()["columns"]}}))
+    flags = ["--epochs", "2", "--lr", "1e-4", "--seed", "7", "--output", str(tmp_path / "out")]
+    cli = resolve_train_config(build_parser().parse_args(["train", "--config", str(config), *flags]))
+    assert cli.training.to_dict() == app["training"] and asdict(cli.data) == app["data"]
+    preset = preset_for("default")
+    assert (app["training"]["batch_size"], app["data"]["max_length"]) == (preset["batch_size"], preset["max_length"])
+    assert app["training"]["seed"] == app["data"]["seed"] == 7
     wait_idle(qtbot, project)
 
 

@@ -63,7 +63,7 @@ def test_search_ranks_the_corpus_by_the_engines_cosine(qtbot, page, app_models, 
     assert len(docs) == 40 and docs[0].startswith("the ")
     page.query.setText("what is the good film?")
     result = answer(qtbot, page, page.search_button)
-    from engine.embedding import encode
+    from engine.inference import encode
     q = encode(loaded.model, loaded.tokenizer, ["what is the good film?"])[0]
     d = encode(loaded.model, loaded.tokenizer, docs)
     cos = (d @ q) / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
@@ -77,7 +77,7 @@ def test_search_ranks_the_corpus_by_the_engines_cosine(qtbot, page, app_models, 
 def test_late_interaction_maxsim_heatmap_matches_the_engine(qtbot, page, app_models, screenshots):
     import mlx.core as mx
 
-    from engine.embedding import encode
+    from engine.inference import encode
     from engine.losses.scores import maxsim
     loaded = load(qtbot, page, app_models["late-interaction"])
     assert page.heat_scroll.isVisible()

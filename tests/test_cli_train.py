@@ -131,8 +131,9 @@ def test_resume_without_a_checkpoint(bert_dir, data_file, tmp_path, capsys):
 # -- flags come from the dataclasses ----------------------------------------------------------------
 def test_every_training_setting_has_a_flag_with_help(tmp_path):
     from dataclasses import fields
-    from engine.cli import build_parser, resolve_train_config
-    from engine.training_args import TrainingArgs
+    from engine.cli import build_parser
+    from engine.commands.train import resolve_train_config
+    from engine.training.args import TrainingArgs
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
     by_dest = {a.dest: a for a in train._actions}
@@ -145,9 +146,46 @@ def test_every_training_setting_has_a_flag_with_help(tmp_path):
     ns = parser.parse_args(["train", "--config", str(config), "--lr", "3e-5", "--no-compile", "--grad-checkpoint",
                             "--resume"])
     cfg = resolve_train_config(ns)
-    args = cfg["training"]
+    args = cfg.training
     assert (args.learning_rate, args.batch_size, args.compile, args.grad_checkpoint) == (3e-5, 4, False, True)
-    assert args.resume_from_checkpoint == "latest" and cfg["data"].task_type == "masked-lm"
+    assert args.resume_from_checkpoint == "latest" and cfg.data.task_type == "masked-lm"
+
+
+def test_family_preset_fills_what_was_not_given_and_a_flag_wins(bert_dir):
+    from engine.cli import build_parser
+    from engine.commands.train import resolve_train_config
+    from engine.models import preset_for
+    from engine.training.args import TrainingArgs
+    preset = preset_for(str(bert_dir))   # BERT's, max_length capped at the tiny model's 64 positions
+    assert preset["batch_size"] != 3 and preset["max_length"] != TrainingArgs.max_length
+    base = ["train", "--model", str(bert_dir), "--task", "text-classification", "--data", "d.jsonl", "--output", "o"]
+    args = resolve_train_config(build_parser().parse_args(base + ["--batch-size", "3"])).training
+    assert args.batch_size == 3                                   # given: wins over the preset
+    assert (args.learning_rate, args.max_length) == (preset["learning_rate"], preset["max_length"])
+    cfg = resolve_train_config(build_parser().parse_args(base[:2] + ["nobody/not-here"] + base[3:]))
+    assert (cfg.training.batch_size, cfg.training.max_length) == (TrainingArgs.batch_size, TrainingArgs.max_length)
+    assert cfg.data.max_length == cfg.training.max_length and cfg.data.seed == TrainingArgs.seed
+
+
+def test_import_direction():
+    """engine/cli.py → engine/commands → the library: nothing else in engine imports engine.cli, and
+    only engine/cli.py imports engine.commands."""
+    import ast
+    from pathlib import Path
+
+    import engine
+    root = Path(engine.__file__).parent
+    for path in root.rglob("*.py"):
+        name = path.relative_to(root.parent).with_suffix("").as_posix().replace("/", ".")
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        assert "engine.cli" not in imported, name
+        if not name.startswith(("engine.cli", "engine.commands")):
+            assert not any(m.startswith("engine.commands") for m in imported), name
 
 
 # -- events ---------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-import engine  # noqa: F401
 import mlx.core as mx
 from engine.data.collators import (ClassificationCollator, MaskedLMCollator, SentenceSimilarityCollator,
                                    TokenClassificationCollator, collator_for, pad)

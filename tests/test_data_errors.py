@@ -6,7 +6,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import engine  # noqa: F401
 from engine.data import DataError, DatasetArgs, load_dataset, preview
 
 datasets.disable_progress_bars()

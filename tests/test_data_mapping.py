@@ -1,7 +1,6 @@
 """Whole-word column guessing and mapping checks (engine/data/mapping.py)."""
 import pytest
 
-import engine  # noqa: F401
 from engine.data import DataError, guess_columns
 from engine.data.mapping import resolve_columns, split_words
 

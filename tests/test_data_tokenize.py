@@ -6,7 +6,6 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, RobertaTokenizerFast
 
-import engine  # noqa: F401
 from engine.data import DataError, DatasetArgs, load_dataset, prepare_tokenizer, render, tokenize_dataset
 from engine.data.tokenize import align_labels, needs_prefix_space
 from engine.defaults import default_model_dir

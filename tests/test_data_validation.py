@@ -5,7 +5,6 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-import engine  # noqa: F401
 from engine.data import DatasetArgs, load_dataset, validate
 from engine.defaults import default_model_dir
 

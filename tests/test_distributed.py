@@ -1,4 +1,4 @@
-"""Data-parallel training (engine/distributed.py, engine/heartbeat.py, `raclate launch`): two local
+"""Data-parallel training (engine/training/distributed.py, engine/training/heartbeat.py, `raclate launch`): two local
 processes on the ring backend over loopback train like one process with the global batch, gathered
 contrastive losses equal the global-batch loss, rank 0 alone writes, Stop and resume work, and a
 rank that dies, freezes or fails ends the others with a clear error within seconds.
@@ -79,7 +79,7 @@ def read_events(text):
 # -- fast: the pieces ------------------------------------------------------------------------------
 def test_a_single_process_is_a_world_of_one(monkeypatch):
     import mlx.core as mx
-    from engine import distributed
+    from engine.training import distributed
     for name in ("MLX_RANK", "MLX_HOSTFILE", "OMPI_COMM_WORLD_RANK", "MLX_JACCL_COORDINATOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(distributed, "_ACTIVE", None)
@@ -141,11 +141,12 @@ def test_launch_writes_the_host_file_and_the_mlx_launch_command(tmp_path, capsys
 
 
 def test_inline_config_json(tmp_path):
-    from engine.cli import build_parser, resolve_train_config
+    from engine.cli import build_parser
+    from engine.commands.train import resolve_train_config
     text = json.dumps({"model": "m", "task": "masked-lm", "data": {"data": "d.jsonl"},
                        "training": {"output_dir": "o", "batch_size": 4, "distributed": True}})
     cfg = resolve_train_config(build_parser().parse_args(["train", "--config", text]))
-    assert cfg["training"].batch_size == 4 and cfg["training"].distributed and cfg["training"].gather_across_ranks
+    assert cfg.training.batch_size == 4 and cfg.training.distributed and cfg.training.gather_across_ranks
 
 
 # -- two processes ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import mlx.core as mx
 from engine import encode, load_model
 from engine.cli import main
 from engine.defaults import RESOURCES_DIR
-from engine.export import write_folder
+from engine.outputs.export import write_folder
 
 DEMO = RESOURCES_DIR / "demo"
 LABELS = ["negative", "neutral", "positive"]
@@ -179,3 +179,125 @@ def test_predict_late_interaction_to_npz(models, capsys, tmp_path):
 def test_predict_needs_a_trained_head(models, capsys):
     assert main(["predict", "--model", str(models["base"]), "--task", "text-classification", "--text", "hi"]) == 2
     assert "no trained text-classification head" in capsys.readouterr().err
+
+
+# -- the inference library (engine.inference) -----------------------------------------------------
+def test_folder_kind_reads_task_and_variant_without_loading(models):
+    from engine.inference import folder_kind
+    assert folder_kind(str(models["dense"])) == ("sentence-similarity", False, False)
+    assert folder_kind(str(models["colbert"])) == ("sentence-similarity", True, False)
+    assert folder_kind(str(models["clf"])) == ("text-classification", False, False)
+    assert folder_kind(str(models["reg"])) == ("text-classification", False, True)
+    assert folder_kind(str(models["ner"]))[0] == "token-classification"
+    assert folder_kind(str(models["mlm"]))[0] == "masked-lm"
+    assert folder_kind(str(models["base"]))[0] == "feature-extraction"
+
+
+def test_untrained_head_only_for_head_tasks(models):
+    from engine.inference import load_for_task, untrained_head
+    model, _, task, _ = load_for_task(str(models["base"]), "text-classification")
+    assert untrained_head(model, task)
+    model, _, task, _ = load_for_task(str(models["clf"]))
+    assert task == "text-classification" and untrained_head(model, task) == []
+    model, _, task, _ = load_for_task(str(models["colbert"]), "sentence-similarity")
+    assert untrained_head(model, task) == []       # the new [Q]/[D] rows are no head
+
+
+def test_remap_labels_by_name_and_integer(models):
+    from datasets import Dataset
+
+    from engine.data import LabelInfo
+    from engine.errors import UsageError
+    from engine.inference import load_for_task, remap_labels
+    model, _, task, _ = load_for_task(str(models["clf"]))
+    ds = Dataset.from_dict({"text": ["a", "b", "c"], "label": [0, 1, 2]})
+    mapped, info = remap_labels(ds, LabelInfo(["positive", "negative", "neutral"], 3), model, task)
+    assert mapped["label"] == [LABELS.index("positive"), LABELS.index("negative"), LABELS.index("neutral")]
+    assert info.names == LABELS
+    mapped, _ = remap_labels(ds, LabelInfo(["2", "0", "1"], 3), model, task)   # integer labels as ids
+    assert mapped["label"] == [2, 0, 1]
+    with pytest.raises(UsageError, match="does not know: great"):
+        remap_labels(ds, LabelInfo(["positive", "great", "neutral"], 3), model, task)
+
+
+def test_collated_batches_cover_every_row_once_in_length_order(models):
+    from datasets import Dataset
+
+    from engine.data import tokenize_dataset
+    from engine.data.collators import collator_for
+    from engine.inference import collated_batches
+    _, tok = load_model(str(models["clf"]))
+    texts = ["word " * n for n in (7, 1, 12, 3, 5)]
+    tokenized = tokenize_dataset(Dataset.from_dict({"text": texts, "label": [0, 1, 2, 0, 1]}), tok,
+                                 "text-classification", 64)
+    out = list(collated_batches(tokenized, collator_for("text-classification", tok), "text-classification", 2))
+    assert [rows for rows, _ in out] == [2, 2, 1]
+    widths = [int(b["attention_mask"].sum(axis=1).max().item()) for _, b in out]
+    assert widths == sorted(widths)                     # shortest rows first
+    assert sorted(sum((b["labels"].tolist() for _, b in out), [])) == [0, 0, 1, 1, 2]
+
+
+def test_search_is_the_top_of_the_score_matrix(models):
+    from engine.inference import score_matrix, search
+    model, tok = load_model(str(models["dense"]))
+    queries = ["what is a light-year?", "who wrote it?"]
+    corpus = ["a distance", "a time", "an author wrote it", "a distance", "light travels"]
+    scores = score_matrix(model, tok, queries, corpus)
+    q, d = encode(model, tok, queries), encode(model, tok, corpus)
+    cos = (q @ d.T) / np.outer(np.linalg.norm(q, axis=1), np.linalg.norm(d, axis=1))
+    assert scores.shape == (2, 5) and np.allclose(scores, cos, atol=1e-5)
+    found = search(model, tok, queries, corpus, top_k=3)
+    for row, hits in zip(scores, found):
+        assert [h["index"] for h in hits] == list(np.argsort(-row, kind="stable")[:3])   # equal docs: corpus order
+        assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["text"] == corpus[hits[0]["index"]]
+
+
+def test_late_interaction_search_scores_are_maxsim(models):
+    import mlx.core as mx
+
+    from engine.errors import UsageError
+    from engine.inference import maxsim_map, search
+    from engine.losses.scores import maxsim
+    model, tok = load_model(str(models["colbert"]))
+    corpus = ["A light-year is a distance.", "It is a time."]
+    hits = search(model, tok, ["What is a light-year?"], corpus, top_k=2)[0]
+    q = encode(model, tok, ["What is a light-year?"], is_query=True)[0]
+    for hit in hits:
+        d = encode(model, tok, [hit["text"]], is_query=False)[0]
+        expected = maxsim(mx.array(q[None]), mx.array(d[None]), mx.ones((1, len(q))), mx.ones((1, len(d)))).item()
+        assert abs(hit["score"] - expected) < 1e-3
+        assert abs(maxsim_map(model, tok, "What is a light-year?", hit["text"])["total"] - expected) < 1e-3
+    dense, dense_tok = load_model(str(models["dense"]))
+    with pytest.raises(UsageError, match="late-interaction"):
+        maxsim_map(dense, dense_tok, "a", "b")
+
+
+def test_tag_text_gives_character_spans(models):
+    from engine.inference import tag_text
+    model, tok = load_model(str(models["ner"]), "token-classification")
+    text = "Anna met Bob in Paris."
+    result = tag_text(model, tok, text)
+    assert result["words"] == ["Anna", "met", "Bob", "in", "Paris", "."]
+    assert [text[s:e] for s, e in result["spans"]] == result["words"]
+    for e in result["entities"]:
+        assert text[e["char_start"]:e["char_end"]].replace(".", " .").split() == e["text"].split()
+
+
+def test_corpus_from_rows_takes_distinct_documents():
+    from engine.inference import corpus_from_rows
+    rows = [{"q": "a?", "doc": "x", "neg": "y"}, {"q": "b?", "doc": " x ", "neg": "z"}, {"q": "c?", "doc": ""}]
+    assert corpus_from_rows(rows, {"text": "q", "text_pair": "doc", "negative": "neg"}) == ["x", "y", "z"]
+    assert corpus_from_rows(rows, {"text": "q"}, limit=2) == ["a?", "b?"]
+
+
+def test_detailed_retrieval_matches_the_batched_evaluation(models):
+    from engine.inference import evaluate_file, evaluate_retrieval, load_eval_data, load_for_task
+    model, tok, task, _ = load_for_task(str(models["dense"]))
+    ds, _, _ = load_eval_data(model, task, str(DEMO / "pairs.jsonl"), max_rows=24)
+    detailed = evaluate_retrieval(model, tok, ds, worst=3, top=2)
+    batched = evaluate_file(model, tok, task, str(DEMO / "pairs.jsonl"), max_rows=24)
+    for name, value in batched["metrics"].items():
+        assert abs(detailed["metrics"][name] - value) < 1e-5, name
+    assert len(detailed["worst"]) <= 3 and all(len(w["retrieved"]) == 2 for w in detailed["worst"])
+    ranks = [w["gold_rank"] for w in detailed["worst"]]
+    assert ranks == sorted(ranks, reverse=True) and detailed["queries"] <= 24

@@ -9,7 +9,7 @@ import pytest
 import mlx.core as mx
 from engine import encode, load_model
 from engine.defaults import default_model_dir
-from engine.export import ExportError, check_format, export_model, self_check, write_folder
+from engine.outputs.export import ExportError, check_format, export_model, self_check, write_folder
 
 pytestmark = pytest.mark.parity
 
@@ -162,7 +162,7 @@ def test_bare_encoder_export(tmp_path):
 
 def test_self_check_mismatch_is_an_error(tmp_path, monkeypatch):
     """A folder that does not reproduce the model fails the export, and the card says so."""
-    import engine.export as export
+    import engine.outputs.export as export
     path = tiny_checkpoint("bert", tmp_path / "src")
     real_write = export.write_folder
 
@@ -196,10 +196,10 @@ def test_export_command_writes_card_and_run_record(tmp_path, capsys):
     assert "max abs difference" in card and "| pooling | mean |" in card
     record = json.loads((tmp_path / "out" / "raclate_run.json").read_text())
     assert record["export"]["max_abs_diff"] == result["check"]["max_abs_diff"]
-    # An existing folder is not overwritten without --overwrite; a wrong format is refused.
-    assert main(["export", "--model", str(path), "--to", str(tmp_path / "out")]) == 1
+    # An existing folder is not overwritten without --overwrite; a wrong format is refused (bad input: 2).
+    assert main(["export", "--model", str(path), "--to", str(tmp_path / "out")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["export", "--model", str(path), "--to", str(tmp_path / "o2"), "--format", "pylate"]) == 1
+    assert main(["export", "--model", str(path), "--to", str(tmp_path / "o2"), "--format", "pylate"]) == 2
     assert "cannot be written in the pylate format" in capsys.readouterr().err
 
 
@@ -250,7 +250,7 @@ def test_loads_a_folder_pylate_saved(tmp_path):
     ("transformers", "token-classification", {"id2label": TAGS}),
 ])
 def test_self_check_without_the_reference_library_uses_the_engine(tmp_path, monkeypatch, fmt, task, kw):
-    import engine.export as export
+    import engine.outputs.export as export
     monkeypatch.setattr(export, "_installed", lambda *names: False)  # as on a machine without torch
     path = tiny_checkpoint("bert", tmp_path / "src")
     model, tok = load_model(str(path), task, **kw)

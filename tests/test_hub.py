@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-import engine.hub as hub
+import engine.outputs.hub as hub
 from engine.cli import main
 from engine.defaults import RESOURCES_DIR
-from engine.export import export_model
-from engine.hub import HubError
+from engine.outputs.export import export_model
+from engine.errors import HubError
 
 PAIRS = str(RESOURCES_DIR / "demo" / "pairs.jsonl")
 

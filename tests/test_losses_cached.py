@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import zlib
 
-import engine  # noqa: F401  (before mlx.core: loads the fast BLAS)
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np

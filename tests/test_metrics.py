@@ -5,7 +5,6 @@ import doctest
 import math
 from types import SimpleNamespace
 
-import engine  # noqa: F401  (before mlx.core: loads the fast BLAS)
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np

@@ -13,8 +13,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
-from engine.training_args import TrainingArgs
-from engine.train_step import build_step, global_norm, make_optimizer
+from engine.training.args import TrainingArgs
+from engine.training.step import build_step, global_norm, make_optimizer
 from tests.trainer_helpers import dataset, labels, load, pair_rows, sentiment_rows, tiny_bert_dir, train, weights
 
 
@@ -185,7 +185,7 @@ def test_padding_width_does_not_change_loss_or_gradients(bert_dir, task):
 
 def test_group_by_length_off_draws_random_batches(bert_dir, monkeypatch):
     """group_by_length=False: the sampler sorts within one batch only, so batches are random rows."""
-    import engine.trainer
+    import engine.training.trainer
     from engine.data import LengthGroupedBatchSampler
     made = []
 
@@ -194,7 +194,7 @@ def test_group_by_length_off_draws_random_batches(bert_dir, monkeypatch):
             super().__init__(*a, **kw)
             made.append(self)
 
-    monkeypatch.setattr(engine.trainer, "LengthGroupedBatchSampler", Recording)
+    monkeypatch.setattr(engine.training.trainer, "LengthGroupedBatchSampler", Recording)
     rows = sentiment_rows(16, words=3) + sentiment_rows(16, seed=1, words=12)
     for grouped in (True, False):
         model, tok = load(bert_dir, "text-classification", num_labels=2)
@@ -210,7 +210,7 @@ def test_group_by_length_off_draws_random_batches(bert_dir, monkeypatch):
 def batches_of(bert_dir, task, prefetch, n):
     from engine.data import LengthGroupedBatchSampler
     from engine.data.prefetch import Prefetcher
-    from engine.trainer import Trainer
+    from engine.training.trainer import Trainer
     kw = {"num_labels": 2} if task == "text-classification" else {}
     model, tok = load(bert_dir, "masked-lm" if task == "masked-lm" else task, **kw)
     rows = pair_rows(20) if task == "sentence-similarity" else sentiment_rows(20, words=5)

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from engine.schedules import lr_at, make_schedule, warmup_steps_for
+from engine.training.schedules import lr_at, make_schedule, warmup_steps_for
 
 BASE, TOTAL, WARMUP = 2e-3, 20, 5
 

@@ -9,8 +9,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from engine.training_args import TrainingArgs
-from engine.train_step import make_optimizer
+from engine.training.args import TrainingArgs
+from engine.training.step import make_optimizer
 from tests.trainer_helpers import (dataset, labels, load, max_diff, of, pair_rows, sentiment_rows, tiny_bert_dir,
                                    train, weights)
 
@@ -186,8 +186,8 @@ def test_a_skipped_step_leaves_weights_and_optimizer_alone(bert_dir):
 
 
 def test_several_non_finite_steps_in_a_row_stop_the_run(bert_dir):
-    from engine.run import classify_error
-    from engine.trainer import TrainingError
+    from engine.errors import classify_error
+    from engine.errors import TrainingError
     model, tok = load(bert_dir, "text-classification", is_regression=True)
     with pytest.raises(TrainingError) as info:
         train(model, tok, "text-classification", dataset(regression_rows(8, nan_rows=range(8))),
@@ -199,7 +199,7 @@ def test_several_non_finite_steps_in_a_row_stop_the_run(bert_dir):
 
 
 def test_sentence_similarity_prompts_are_role_prompts(bert_dir):
-    from engine.trainer import Trainer
+    from engine.training.trainer import Trainer
     model, tok = load(bert_dir, "sentence-similarity")
     model.info.prompts = {"query": "query: ", "document": "passage: "}
     trainer = Trainer(model, tok, "sentence-similarity", TrainingArgs(), dataset(pair_rows(2)))
@@ -215,7 +215,7 @@ def test_sentence_similarity_prompts_are_role_prompts(bert_dir):
 
 
 def test_evaluate_works_standalone(bert_dir):
-    from engine.trainer import Trainer
+    from engine.training.trainer import Trainer
     model, tok = load(bert_dir, "text-classification", num_labels=2)
     eval_ds = dataset(sentiment_rows(12, seed=3))
     trainer = Trainer(model, tok, "text-classification", TrainingArgs(batch_size=4), dataset(sentiment_rows(8)),
@@ -232,7 +232,7 @@ def test_evaluate_works_standalone(bert_dir):
 def test_the_first_eval_of_a_run_equals_evaluate(bert_dir):
     model, tok = load(bert_dir, "text-classification", num_labels=2)
     eval_ds = dataset(sentiment_rows(12, seed=3))
-    from engine.trainer import Trainer
+    from engine.training.trainer import Trainer
     standalone = Trainer(model, tok, "text-classification", TrainingArgs(batch_size=4, max_length=32),
                          dataset(sentiment_rows(8)), eval_ds, label_info=labels()).evaluate()
     _, _, events = train(model, tok, "text-classification", dataset(sentiment_rows(8)), eval_ds, labels(),

@@ -6,9 +6,9 @@ import pytest
 
 import mlx.core as mx
 
-from engine.checkpoint import checkpoint_dirs, find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
-from engine.train_step import make_optimizer
-from engine.training_args import TrainingArgs
+from engine.training.checkpoint import checkpoint_dirs, find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
+from engine.training.step import make_optimizer
+from engine.training.args import TrainingArgs
 from tests.trainer_helpers import dataset, labels, load, max_diff, of, sentiment_rows, tiny_bert_dir, train, weights
 
 
@@ -89,7 +89,7 @@ def test_save_total_limit_is_respected(bert_dir, tmp_path):
 @pytest.mark.parametrize("task", ["text-classification", "masked-lm"])
 def test_resume_continues_exactly(bert_dir, tmp_path, task):
     """Stop after step 3 (mid-epoch), resume from 'latest': the same weights as one uninterrupted run."""
-    from engine.trainer import Trainer
+    from engine.training.trainer import Trainer
     kw = {"num_labels": 2} if task == "text-classification" else {}
     info = labels() if task == "text-classification" else None
     rows = sentiment_rows(24) if task == "text-classification" else [{"text": r["text"]} for r in sentiment_rows(24)]

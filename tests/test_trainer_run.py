@@ -8,8 +8,9 @@ import pytest
 
 from engine.data import DatasetArgs
 from engine.events import EVENTS
-from engine.run import RUN_FILE, train_run
-from engine.training_args import TrainingArgs
+from engine.training.run import RUN_FILE, train_run
+from engine.training.args import TrainingArgs
+from engine.training.config import RunConfig
 from tests.trainer_helpers import of, sentiment_rows, tiny_bert_dir
 
 STEP_FIELDS = {"step", "epoch", "loss", "learning_rate", "grad_norm", "examples_per_s", "tokens_per_s", "eta_s",
@@ -35,8 +36,7 @@ def config(bert_dir, data_file, out, **training):
                        columns={"text": "review", "label": "sentiment"}, validation_split=0.2, max_length=32)
     args = dict(output_dir=str(out), batch_size=8, learning_rate=5e-3, max_steps=6, logging_steps=2, save_steps=3,
                 max_length=32, seed=1)
-    return {"model": str(bert_dir), "task": "text-classification", "data": data,
-            "training": TrainingArgs(**{**args, **training})}
+    return RunConfig(str(bert_dir), "text-classification", data, TrainingArgs(**{**args, **training}))
 
 
 def assert_plain_json(value):
@@ -93,6 +93,15 @@ def test_event_contract_and_no_prints(bert_dir, data_file, tmp_path, capfd):
     assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "tokenizer.json").exists()
 
 
+def test_automatic_logging_interval():
+    """logging_steps 0 (the default): every 10 steps, more often on short runs so their curves have points."""
+    auto = TrainingArgs()
+    assert auto.logging_steps == 0
+    assert [auto.logging_interval(n) for n in (5, 250, 499, 500, 10_000)] == [1, 2, 4, 10, 10]
+    assert TrainingArgs(logging_steps=3).logging_interval(5) == 3
+    assert TrainingArgs(max_steps=7).total_steps(100) == 7 and TrainingArgs(num_train_epochs=1.5).total_steps(3) == 5
+
+
 def test_resume_reports_where_it_started(bert_dir, data_file, tmp_path):
     out = tmp_path / "run"
     first = train_run(config(bert_dir, data_file, out, max_steps=3))
@@ -116,7 +125,7 @@ def test_same_seed_same_weights_even_with_a_new_head(bert_dir, data_file, tmp_pa
 
 
 def test_divergence_is_an_error_event(bert_dir, data_file, tmp_path):
-    from engine.trainer import TrainingError
+    from engine.errors import TrainingError
     events = []
     cfg = config(bert_dir, data_file, tmp_path / "run", learning_rate=1e12, max_steps=30, max_bad_steps=3,
                  max_grad_norm=0.0, lr_scheduler_type="constant", weight_decay=0.0)

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from engine.defaults import RESOURCES_DIR
-from engine.trainer import Trainer
-from engine.training_args import TrainingArgs
+from engine.training.trainer import Trainer
+from engine.training.args import TrainingArgs
 from tests.trainer_helpers import dataset, labels, load, of, pair_rows, sentiment_rows, tiny_bert_dir
 
 

@@ -81,8 +81,8 @@ def labels(names=("neg", "pos"), regression=False):
 
 def train(model, tokenizer, task, train_ds, eval_ds=None, label_info=None, **args):
     """A Trainer run with test defaults (no output folder, log every step) → (trainer, result, events)."""
-    from engine.trainer import Trainer
-    from engine.training_args import TrainingArgs
+    from engine.training.trainer import Trainer
+    from engine.training.args import TrainingArgs
     defaults = dict(batch_size=8, learning_rate=1e-3, logging_steps=1, save_steps=0, max_length=32, seed=0)
     events: list[dict] = []
     trainer = Trainer(model, tokenizer, task, TrainingArgs(**{**defaults, **args}), train_ds, eval_ds,

@@ -1,20 +1,26 @@
-"""`raclate eval | predict | export`: one module per subcommand, registered by ``add_subcommands``.
+"""`raclate train | eval | predict | export | launch`: one module per subcommand, registered by ``add_subcommands``.
 
 Each module has ``add_parser(subparsers)`` (which sets ``run``) and ``run(ns) -> exit code``. Errors
 are one paragraph on stderr: bad input exits 2, a failure 1 (``--debug`` shows the traceback).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
 import traceback
 
-COMMANDS = ("evaluate", "predict", "export", "launch")
+import numpy as np
+
+from engine.errors import UsageError, classify_error, exit_code
+from engine.inference import load_for_task, untrained_head
+from engine.tasks import task_names
+
+COMMANDS = ("train", "evaluate", "predict", "export", "launch")
 
 
 def add_subcommands(subparsers) -> None:
-    import importlib
     for name in COMMANDS:
         importlib.import_module(f"engine.commands.{name}").add_parser(subparsers)
 
@@ -22,11 +28,9 @@ def add_subcommands(subparsers) -> None:
 def guarded(run):
     """Wrap a subcommand: one-paragraph errors and exit codes (2 = bad input, 1 = failed)."""
     def wrapper(ns) -> int:
-        from engine.cli import CliError
-        from engine.run import classify_error
         try:
             return run(ns)
-        except CliError as exc:
+        except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -36,14 +40,14 @@ def guarded(run):
                 traceback.print_exc()
             kind, message, hint = classify_error(exc)
             print(f"error: {message}" + (f"\nhint: {hint}" if hint else ""), file=sys.stderr)
-            return 2 if kind in ("bad_data", "bad_model", "hub") else 1
+            return exit_code(kind)
     return wrapper
 
 
 def add_common(parser, *, data: bool = True) -> None:
     parser.add_argument("--model", required=True, help="A model folder (e.g. a training --output), a Hub id, or 'default'.")
     parser.add_argument("--task", default=None, help="The model's task (default: read from the folder): "
-                        "sentence-similarity, feature-extraction, text-classification, token-classification, masked-lm.")
+                        f"{', '.join(task_names())}.")
     if data:
         parser.add_argument("--column", action="append", default=None, metavar="ROLE=NAME",
                             help="Map a data column to a role (text, text_pair, negative, label, tokens, labels); repeatable.")
@@ -56,20 +60,16 @@ def add_common(parser, *, data: bool = True) -> None:
 
 def load(ns):
     """(model, tokenizer, task, record); refuses a head that was never trained."""
-    from engine.cli import CliError
-    from engine.export import load_for_task
-    from engine.models.base import EMBEDDING_TASKS
     model, tokenizer, task, record = load_for_task(ns.model, ns.task)
-    heads = [w for w in model.info.new_weights if not str(w).startswith("embedding rows")]
-    if heads and task not in EMBEDDING_TASKS:
-        raise CliError(f"{ns.model} has no trained {task} head (missing: {', '.join(heads[:4])}). Pass a model "
+    heads = untrained_head(model, task)
+    if heads:
+        raise UsageError(f"{ns.model} has no trained {task} head (missing: {', '.join(heads[:4])}). Pass a model "
                        f"trained for {task} (e.g. the --output of `raclate train --task {task}`), or the right --task.")
     return model, tokenizer, task, record
 
 
 def plain(value):
     """JSON-safe: numpy scalars → floats, NaN → null."""
-    import numpy as np
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

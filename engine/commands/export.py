@@ -6,7 +6,7 @@ to the Hub when asked. Prints the result (JSON off a terminal)."""
 from __future__ import annotations
 
 from engine.commands import dumps, guarded, on_terminal
-FORMATS = ("sentence-transformers", "pylate", "transformers")  # engine.export.FORMATS (kept light to import)
+FORMATS = ("sentence-transformers", "pylate", "transformers")  # engine.outputs.export.FORMATS (kept light to import)
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 
 
 def run(ns) -> int:
-    from engine.export import export_model, summary
+    from engine.outputs.export import export_model, summary
     result = export_model(ns.model, ns.to, fmt=ns.format, task=ns.task, push_to_hub=ns.push_to_hub,
                           private=ns.private, overwrite=ns.overwrite)
     if on_terminal(ns):

@@ -57,18 +57,18 @@ def add_parser(sub) -> None:
 
 def parse_hosts(text: str | None, processes: int | None) -> list[dict]:
     """[{ssh, ips}] per process, rank order: ``-n N`` alone is N local processes."""
-    from engine.cli import CliError
+    from engine.errors import UsageError
     per_host = processes or 1
     if per_host < 1:
-        raise CliError(f"-n must be at least 1, got {per_host}.")
+        raise UsageError(f"-n must be at least 1, got {per_host}.")
     if not text:
         if processes is None:
-            raise CliError("Say where to run: -n N (processes on this machine) or --hosts mac1,mac2.")
+            raise UsageError("Say where to run: -n N (processes on this machine) or --hosts mac1,mac2.")
         return [{"ssh": LOCAL, "ips": [LOCAL]} for _ in range(per_host)]
     hosts = []
     for item in (h.strip() for h in text.split(",")):
         if not item:
-            raise CliError(f"--hosts has an empty entry: {text!r}.")
+            raise UsageError(f"--hosts has an empty entry: {text!r}.")
         name, _, ip = item.partition("=")
         ip = ip or resolve(name)
         hosts += [{"ssh": name, "ips": [ip]} for _ in range(per_host)]
@@ -77,7 +77,7 @@ def parse_hosts(text: str | None, processes: int | None) -> list[dict]:
 
 def resolve(name: str) -> str:
     """An IPv4 address for ``name`` (the ring backend wants addresses, not names)."""
-    from engine.cli import CliError
+    from engine.errors import UsageError
     try:
         return str(ipaddress.ip_address(name))
     except ValueError:
@@ -87,7 +87,7 @@ def resolve(name: str) -> str:
     try:
         return socket.getaddrinfo(name, None, socket.AF_INET)[0][4][0]
     except OSError:
-        raise CliError(f"Could not find the address of host {name!r}. Give it as {name}=IP "
+        raise UsageError(f"Could not find the address of host {name!r}. Give it as {name}=IP "
                        "(e.g. the Thunderbolt bridge address, System Settings → Network).") from None
 
 
@@ -116,10 +116,10 @@ def free_ports(count: int) -> int:
 
 def train_command(command: list[str], remote: bool) -> list[str]:
     """`train ...` as each process runs it: the raclate script, --distributed, an inline --config."""
-    from engine.cli import CliError
+    from engine.errors import UsageError
     command = list(command[1:] if command[:1] == ["--"] else command)
     if command[:1] != ["train"]:
-        raise CliError("raclate launch runs training: put `-- train <flags>` after its own options.")
+        raise UsageError("raclate launch runs training: put `-- train <flags>` after its own options.")
     if "--distributed" not in command:
         command.append("--distributed")
     if remote:  # the other machines may not have the config file: pass its content
@@ -129,7 +129,7 @@ def train_command(command: list[str], remote: bool) -> list[str]:
                 try:
                     text = json.dumps(json.loads(Path(path).read_text()), separators=(",", ":"))
                 except (OSError, ValueError) as exc:
-                    raise CliError(f"Could not read --config {path}: {exc}.") from None
+                    raise UsageError(f"Could not read --config {path}: {exc}.") from None
                 if arg == "--config":
                     command[i + 1] = text
                 else:
@@ -163,27 +163,39 @@ def build(ns) -> tuple[list[str], dict | None]:
 
 def run(ns) -> int:
     argv, hostfile = build(ns)
+    if ns.dry_run:
+        if hostfile is not None:
+            print(f"# host file (written to a temporary file for a real launch)\n{json.dumps(hostfile, indent=2)}")
+        print(shlex.join(argv))
+        return 0
+    path = None
     if hostfile is not None:
         fd, path = tempfile.mkstemp(prefix="raclate-hosts-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(hostfile, f, indent=2)
         argv[argv.index("<hostfile>")] = path
-    if ns.dry_run:
-        if hostfile is not None:
-            print(f"# host file {path}\n{json.dumps(hostfile, indent=2)}")
-        print(shlex.join(argv))
-        return 0
+    try:
+        return launch(argv)
+    finally:
+        if path is not None:
+            os.unlink(path)   # mlx.launch has read it; a later launch writes its own
+
+
+def launch(argv: list[str]) -> int:
     sys.stdout.flush()
     # The launcher ignores Ctrl+C / the app's SIGINT (it would die and drop the last events); the training
     # processes set their own handler and stop together at the next step.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
-    codes = []
-    for line in proc.stderr:   # relayed as it comes; events travel on stdout untouched
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        codes += [int(code) for _, code in RANK_EXIT.findall(line)]
-    return exit_status(proc.wait(), codes)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+        codes = []
+        for line in proc.stderr:   # relayed as it comes; events travel on stdout untouched
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            codes += [int(code) for _, code in RANK_EXIT.findall(line)]
+        return exit_status(proc.wait(), codes)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def exit_status(launcher_code: int, rank_codes: list[int]) -> int:

@@ -2,7 +2,7 @@
 them, tokenize once, and batch them for MLX (collators, length-grouped sampler). Imports no Qt."""
 from engine.data import collators
 from engine.data.args import DatasetArgs, TASKS, normalize_task
-from engine.data.errors import DataError
+from engine.errors import DataError
 from engine.data.labels import LabelInfo
 from engine.data.loading import LoadedData, load_dataset
 from engine.data.mapping import guess_columns

@@ -4,39 +4,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from engine.data.errors import DataError
+from engine.data.reading import text_codec
+from engine.errors import DataError, UsageError
+from engine.tasks import TASKS as TASK_TABLE
+from engine.tasks import TEXT_ROLES, TRAINING_TASKS, training_task
 
-TASKS = ("sentence-similarity", "text-classification", "masked-lm", "token-classification")
-_ALIASES = {
-    "sentence-transformers": "sentence-similarity",
-    "feature-extraction": "sentence-similarity",
-    "sentence_similarity": "sentence-similarity",
-    "text_classification": "text-classification",
-    "masked_lm": "masked-lm",
-    "fill-mask": "masked-lm",
-    "token_classification": "token-classification",
-}
-
-# Roles per task: (required, optional). "negative" stands for negative, negative_1, negative_2, ...
+TASKS = TRAINING_TASKS
+# Roles per task: (required, optional), read from the task table.
 TASK_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sentence-similarity": (("text", "text_pair"), ("negative", "label")),
-    "text-classification": (("text", "label"), ("text_pair",)),
-    "masked-lm": (("text",), ()),
-    "token-classification": (("tokens", "labels"), ()),
-}
-# Roles whose values are text the model encodes, in batch order (anchor, positive, negatives).
-TEXT_ROLES = ("text", "text_pair", "negative")
+    name: (TASK_TABLE[name].required_roles, TASK_TABLE[name].optional_roles) for name in TRAINING_TASKS}
 _NEGATIVE = re.compile(r"^negative(_\d+)?$")
 
 
 def normalize_task(name: str) -> str:
-    """The canonical task name for ``name`` or an alias ("sentence-transformers" → "sentence-similarity")."""
-    key = str(name or "").strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in TASKS:
-        valid = ", ".join(TASKS + tuple(a for a in _ALIASES if "_" not in a))
-        raise DataError(f"Unknown task_type {name!r}.", fix=f"Use one of: {valid}.", code="bad_task")
-    return key
+    """The task whose data a run of ``name`` reads ("embedding", "feature-extraction" → "sentence-similarity")."""
+    try:
+        return training_task(name)
+    except UsageError as exc:
+        raise DataError(str(exc), code="bad_task") from None
 
 
 def task_roles(task: str) -> tuple[str, ...]:
@@ -72,9 +57,12 @@ class DatasetArgs:
         "help": "Hub dataset subset (configuration name), e.g. 'pair-score' for sentence-transformers/all-nli."})
     split: str | None = field(default=None, metadata={
         "help": "Split to train on (default 'train'; the only split when there is one)."})
+    encoding: str | None = field(default=None, metadata={
+        "help": "Text encoding of CSV/TSV/JSON files, e.g. latin-1 or cp1252 (any Python codec name); "
+                "default UTF-8 (a byte-order mark is fine)."})
     task_type: str = field(default="sentence-similarity", metadata={
-        "help": "sentence-similarity (alias sentence-transformers, feature-extraction), text-classification, "
-                "masked-lm or token-classification."})
+        "help": "sentence-similarity, text-classification, masked-lm or token-classification "
+                "(aliases: engine/tasks.py)."})
     text_field: str | None = field(default=None, metadata={"help": "Column holding the text / anchor / query."})
     text_pair_field: str | None = field(default=None, metadata={
         "help": "Column holding the second text: positive / answer / document, or the pair in classification."})
@@ -104,6 +92,7 @@ class DatasetArgs:
 
     def __post_init__(self):
         self.task_type = normalize_task(self.task_type)
+        text_codec(self.encoding)   # an unknown codec name fails here, before any file is read
         if self.max_rows is not None and self.max_rows <= 0:
             raise DataError(f"max_rows must be a positive number of rows, got {self.max_rows}.",
                             fix="Leave max_rows empty to read every row, or give a number ≥ 1.", code="bad_max_rows")

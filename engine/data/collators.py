@@ -9,7 +9,6 @@ import zlib
 
 import numpy as np
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
 from engine.data.args import text_roles_of

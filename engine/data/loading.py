@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.data.args import DatasetArgs, text_roles_of
-from engine.data.errors import DataError
+from engine.errors import DataError
 from engine.data.labels import LabelInfo, encode_labels, plan_labels
 from engine.data.mapping import apply_columns, resolve_columns
 from engine.data.reading import Source, read_file, read_splits
@@ -50,10 +50,10 @@ def load_dataset(args: DatasetArgs, tokenizer=None, *, cache_dir: str | None = N
     """
     args.__post_init__()   # re-check values the caller may have changed since construction
     task = args.task_type
-    raw = read_splits(args.data, subset=args.subset, cache_dir=cache_dir)
+    raw = read_splits(args.data, subset=args.subset, cache_dir=cache_dir, encoding=args.encoding)
     raw = _pick_train(raw, args.split, args.data)
     if args.eval_data:
-        ds, kind = read_file(args.eval_data, cache_dir)
+        ds, kind = read_file(args.eval_data, cache_dir, args.encoding)
         raw["validation"] = (ds, Source([str(args.eval_data)], [len(ds)], [kind]))
     if args.max_rows:
         raw = {k: (ds.select(range(min(args.max_rows, len(ds)))), src.select(np.arange(min(args.max_rows, len(ds)))))

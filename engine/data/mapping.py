@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from engine.data.args import TASK_ROLES, base_role, is_role, normalize_task, task_roles
-from engine.data.errors import DataError
+from engine.errors import DataError, UsageError
 
 # (keyword, role) in priority order; a keyword matches whole words of a column name only.
 KEYWORDS: tuple[tuple[str, str], ...] = (
@@ -19,6 +19,21 @@ KEYWORDS: tuple[tuple[str, str], ...] = (
     ("label", "label"), ("labels", "label"), ("score", "label"), ("target", "label"), ("class", "label"),
     ("text", "text"), ("sentence", "text"),
 )
+
+
+def parse_column_items(items) -> dict[str, str]:
+    """``ROLE=NAME`` items (the CLI's repeatable --column) → {role: column}.
+
+    >>> parse_column_items(["text=question", " label = score "])
+    {'text': 'question', 'label': 'score'}
+    """
+    mapping = {}
+    for item in items or []:
+        role, sep, name = item.partition("=")
+        if not sep or not role.strip() or not name.strip():
+            raise UsageError(f"--column expects ROLE=NAME (e.g. --column text=question), got {item!r}.")
+        mapping[role.strip()] = name.strip()
+    return mapping
 
 
 def split_words(name: str) -> list[str]:

@@ -5,6 +5,7 @@ the whole file (Parquet metadata; the first block of CSV/JSONL, with the row cou
 skipped in bounded blocks, Parquet reads only the row groups that hold the window."""
 from __future__ import annotations
 
+import codecs
 import collections
 import csv
 import io
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.data.errors import DataError
-from engine.data.reading import FORMATS, check_file, is_hub_id, json_kind
+from engine.errors import DataError
+from engine.data.reading import FORMATS, check_encoding, check_file, check_header, is_hub_id, json_kind, text_codec
 
 BLOCK = 1 << 20    # bytes read from the head of a CSV/JSONL file
 
@@ -39,38 +40,49 @@ def _schema(table: pa.Table) -> tuple[list[str], dict[str, str]]:
 
 
 def preview(path_or_id: str, n: int = 200, *, subset: str | None = None, split: str | None = None,
-            offset: int = 0) -> Preview:
+            offset: int = 0, encoding: str | None = None) -> Preview:
     """``n`` rows from row ``offset`` (0-based; CSV: data rows, JSONL: lines) of a file, a folder's
-    train file, or a Hub dataset (streamed). Past the end, ``rows`` is empty."""
+    train file, or a Hub dataset (streamed). Past the end, ``rows`` is empty. ``encoding`` is the text
+    encoding of CSV/TSV/JSON files (default UTF-8; bytes it cannot decode raise a DataError)."""
     data = str(path_or_id)
     path = Path(data).expanduser()
     offset = max(int(offset or 0), 0)
+    text_codec(encoding)   # an unknown codec name fails before any file is read
     if path.is_dir():
-        return _preview_folder(path, n, offset)
-    if not path.exists() and is_hub_id(data):
+        return _preview_folder(path, n, offset, encoding)
+    if is_hub_id(data):
         return _preview_hub(data, n, subset, split, offset)
     builder = check_file(path)
     ext = path.suffix.lower()
     if builder == "parquet":
         result = _preview_parquet(path, n, offset)
     elif builder == "csv":
-        result = _preview_csv(path, n, "\t" if ext == ".tsv" else ",", offset)
-    elif json_kind(path) == "jsonl":
-        result = _preview_jsonl(path, n, offset)
+        result = _preview_csv(path, n, "\t" if ext == ".tsv" else ",", offset, encoding)
+    elif json_kind(path, encoding) == "jsonl":
+        result = _preview_jsonl(path, n, offset, encoding)
     else:
-        result = _preview_json(path, n, offset)
+        result = _preview_json(path, n, offset, encoding)
     result.offset = offset
     return result
 
 
-def _head(path: Path) -> tuple[bytes, bool]:
-    """The first BLOCK bytes cut at the last full line, and whether that is the whole file."""
+def _head(path: Path, encoding: str | None) -> tuple[bytes, bool]:
+    """The first BLOCK bytes as UTF-8 (what Arrow parses) cut at the last full line, and whether that is
+    the whole file. A byte the encoding cannot decode raises a DataError naming its line."""
+    check_encoding(path, encoding, limit=BLOCK)
     with open(path, "rb") as fh:
         data = fh.read(BLOCK)
         whole = not fh.read(1)
+    text = codecs.getincrementaldecoder(text_codec(encoding))().decode(data, final=whole)
     if not whole:
-        data = data[:data.rfind(b"\n") + 1] or data
-    return data, whole
+        text = text[:text.rfind("\n") + 1] or text
+    return text.encode("utf-8"), whole
+
+
+def _utf8(data: bytes, encoding: str | None) -> bytes:
+    """A block from further down the file as UTF-8; the rows shown there were checked by the load that
+    pointed at them, so a stray byte shows as \ufffd instead of failing the preview."""
+    return data.decode(text_codec(encoding), errors="replace").encode("utf-8")
 
 
 def _estimate(path: Path, head: bytes, whole: bool, lines_in_head: int, header_lines: int) -> tuple[int, bool]:
@@ -115,16 +127,17 @@ def _parquet_window(pf, n: int, offset: int) -> tuple[pa.Table, int]:
     return pf.read_row_groups(groups), offset - first
 
 
-def _preview_csv(path: Path, n: int, sep: str, offset: int = 0) -> Preview:
+def _preview_csv(path: Path, n: int, sep: str, offset: int = 0, encoding: str | None = None) -> Preview:
     import pyarrow.csv as pcsv
-    head, whole = _head(path)
+    head, whole = _head(path, encoding)
+    check_header(path, sep, encoding)
     try:
         table = pcsv.read_csv(io.BytesIO(head), parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True))
         if offset:
-            window = _csv_window(path, sep, n, offset, table.schema)
+            window = _csv_window(path, sep, n, offset, table.schema, encoding)
     except pa.ArrowInvalid as exc:
         from engine.data.reading import _ragged_row
-        want, line, got = _ragged_row(str(path), sep)
+        want, line, got = _ragged_row(str(path), sep, encoding)
         if line:
             raise DataError(f"Expected {want} fields like the header, found {got}.", file=str(path), row=line,
                             row_label="line", code="ragged_csv",
@@ -139,11 +152,11 @@ def _preview_csv(path: Path, n: int, sep: str, offset: int = 0) -> Preview:
     return Preview(columns, dtypes, rows, total, estimated, str(path), "csv" if sep == "," else "tsv")
 
 
-def _csv_window(path: Path, sep: str, n: int, offset: int, schema: pa.Schema) -> pa.Table:
+def _csv_window(path: Path, sep: str, n: int, offset: int, schema: pa.Schema, encoding: str | None) -> pa.Table:
     """Rows [offset, offset + n) with the csv module's quoting rules (a quoted value may span lines),
     re-parsed by Arrow with the head's column types; memory stays at one row at a time while skipping."""
     import pyarrow.csv as pcsv
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    with open(path, newline="", encoding=text_codec(encoding), errors="replace") as fh:
         reader = csv.reader(fh, delimiter=sep)
         header = next(reader, [])
         collections.deque(itertools.islice(reader, offset), maxlen=0)   # skip without keeping rows
@@ -161,14 +174,14 @@ def _csv_window(path: Path, sep: str, n: int, offset: int, schema: pa.Schema) ->
         return pcsv.read_csv(io.BytesIO(data), parse_options=parse)
 
 
-def _preview_jsonl(path: Path, n: int, offset: int = 0) -> Preview:
+def _preview_jsonl(path: Path, n: int, offset: int = 0, encoding: str | None = None) -> Preview:
     import pyarrow.json as pjson
-    head, whole = _head(path)
+    head, whole = _head(path, encoding)
     total, estimated = _estimate(path, head, whole, _lines(head), 0)
     if not estimated:
         total = len([line for line in head.split(b"\n") if line.strip()])
     if offset:
-        head = _block_at_line(path, offset)
+        head = _utf8(_block_at_line(path, offset), encoding)
     lines = [line for line in head.split(b"\n") if line.strip()]
     try:
         table = pjson.read_json(io.BytesIO(b"\n".join(lines[:max(n, 1)])))
@@ -222,10 +235,11 @@ def _py_type(values) -> str:
     return kinds[0] if len(kinds) == 1 else ("mixed: " + ", ".join(kinds) if kinds else "null")
 
 
-def _preview_json(path: Path, n: int, offset: int = 0) -> Preview:
+def _preview_json(path: Path, n: int, offset: int = 0, encoding: str | None = None) -> Preview:
     # A JSON document has no line structure to stop at, so it is parsed whole (meant for small files).
+    check_encoding(path, encoding)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding=text_codec(encoding)) as fh:
             value = json.load(fh)
     except ValueError as err:
         raise DataError(f"Not valid JSON ({err}).", file=str(path), row=getattr(err, "lineno", None),
@@ -242,7 +256,7 @@ def _preview_json(path: Path, n: int, offset: int = 0) -> Preview:
     return Preview(columns, dtypes, rows, len(value), False, str(path), "json")
 
 
-def _preview_folder(path: Path, n: int, offset: int = 0) -> Preview:
+def _preview_folder(path: Path, n: int, offset: int = 0, encoding: str | None = None) -> Preview:
     from datasets.data_files import DataFilesDict, get_data_patterns
     try:
         files = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
@@ -255,7 +269,7 @@ def _preview_folder(path: Path, n: int, offset: int = 0) -> Preview:
         raise DataError("No .jsonl, .json, .csv, .tsv or .parquet files in the folder.", file=str(path),
                         code="empty_folder", fix="Put train/validation/test files in it (e.g. train.jsonl).")
     first = splits.get("train") or next(iter(splits.values()))
-    result = preview(first[0], n, offset=offset)
+    result = preview(first[0], n, offset=offset, encoding=encoding)
     result.splits = splits
     return result
 

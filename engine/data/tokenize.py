@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from engine.data.args import base_role, normalize_task, text_roles_of
-from engine.data.errors import DataError
+from engine.errors import DataError
 
 IGNORE = -100
 

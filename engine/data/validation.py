@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.data.args import base_role, normalize_task, text_roles_of
-from engine.data.errors import DataError, location
+from engine.errors import DataError, location
 from engine.data.labels import arrow_column, item_feature, label_kind, numeric_strings
 
 IMBALANCE_RATIO = 10     # largest / smallest class count that earns a warning
@@ -178,6 +178,12 @@ def _check_label(out, split, ds, task, is_regression):
     if len(missing):
         out.add("fatal", "missing_label", f"{len(missing)} row(s) have no label.",
                 "Fill in the label or remove these rows.", split, "label", missing)
+    if kind == "float":
+        infinite = _rows(pc.invert(pc.fill_null(pc.is_finite(values), True)))
+        if len(infinite):
+            out.add("fatal", "non_finite_label", f"{len(infinite)} label(s) are not finite numbers "
+                    f"(e.g. {values[int(infinite[0])].as_py()}).", "Replace NaN and Infinity with real numbers, or "
+                    "remove these rows: one such target makes the loss NaN.", split, "label", infinite)
     numeric_needed = task == "sentence-similarity" or is_regression
     if numeric_needed and kind == "string":
         bad = _rows(pc.invert(numeric_strings(values)))

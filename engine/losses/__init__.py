@@ -9,8 +9,9 @@ kept in its ``unused_options`` so the trainer can warn about them.
 """
 from __future__ import annotations
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 
+from engine.errors import UsageError
+from engine.tasks import training_task
 from engine.losses.cached_mnrl import CachedMultipleNegativesRankingLoss
 from engine.losses.cosent import CoSENTLoss, cosent_loss
 from engine.losses.cosine_mse import CosineSimilarityLoss, cosine_mse_loss
@@ -32,21 +33,12 @@ LOSSES = {
     "token_cross_entropy": TokenCrossEntropyLoss,
 }
 
-_TASK_ALIASES = {
-    "sentence-similarity": "sentence-similarity", "feature-extraction": "sentence-similarity",
-    "late-interaction": "late-interaction",
-    "text-classification": "text-classification", "sequence-classification": "text-classification",
-    "token-classification": "token-classification",
-    "masked-lm": "masked-lm", "fill-mask": "masked-lm",
-}
-
-
 def _fitting_losses(task: str, scored: bool, late: bool, is_regression: bool) -> tuple[str, ...]:
     """Loss names that fit the task, the default first."""
-    if task in ("sentence-similarity", "late-interaction"):
+    if task == "sentence-similarity":
         if late:
             if scored:
-                raise ValueError("late interaction trains on (query, document[, negatives]) without scores; "
+                raise UsageError("late interaction trains on (query, document[, negatives]) without scores; "
                                  "remove the score column or train a dense model (CoSENT)")
             return ("late_interaction",)
         return ("cosent", "cosine") if scored else ("mnrl", "cached_mnrl")
@@ -74,17 +66,15 @@ def select_loss(
     text classification -> CrossEntropyLoss (``class_weights``), or MSELoss when ``is_regression``;
     masked-lm / token-classification -> TokenCrossEntropyLoss. ``options`` go to the loss
     (``scale``, ``symmetric``, ``mini_batch_size``, ``temperature``, ...).
-    Raises ValueError for an unknown task or loss name (listing the valid ones), or a loss that
+    Raises UsageError (a ValueError) for an unknown task or loss name (listing the valid ones), or a loss that
     does not fit the data.
     """
-    task = _TASK_ALIASES.get(task_type.strip().lower().replace("_", "-"))
-    if task is None:
-        raise ValueError(f"unknown task_type {task_type!r}; expected one of {sorted(_TASK_ALIASES)}")
-    late = use_late_interaction or task == "late-interaction"
+    late = use_late_interaction or task_type.strip().lower().replace("_", "-") == "late-interaction"
+    task = training_task(task_type)
     if num_negatives < 0:
-        raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
-    if scored and num_negatives and task in ("sentence-similarity", "late-interaction"):
-        raise ValueError("scored pairs take exactly two text columns; drop the negative columns or the score")
+        raise UsageError(f"num_negatives must be >= 0, got {num_negatives}")
+    if scored and num_negatives and task == "sentence-similarity":
+        raise UsageError("scored pairs take exactly two text columns; drop the negative columns or the score")
     fitting = _fitting_losses(task, scored, late, is_regression)
 
     if loss_name is None:
@@ -94,15 +84,15 @@ def select_loss(
         by_class = {cls.__name__.lower(): key for key, cls in LOSSES.items()}
         name = by_class.get(name, name)
         if name not in LOSSES:
-            raise ValueError(f"unknown loss_name {loss_name!r}; valid names: {', '.join(LOSSES)}")
+            raise UsageError(f"unknown loss_name {loss_name!r}; valid names: {', '.join(LOSSES)}")
         if name not in fitting:
-            raise ValueError(f"loss {loss_name!r} does not fit task {task_type!r} with this data; "
+            raise UsageError(f"loss {loss_name!r} does not fit task {task_type!r} with this data; "
                              f"valid here: {', '.join(fitting)}")
 
     if name == "cross_entropy":
         return CrossEntropyLoss(class_weights=class_weights, **options)
     if class_weights is not None:
-        raise ValueError(f"class_weights apply to classification with cross-entropy, not to {name!r}")
+        raise UsageError(f"class_weights apply to classification with cross-entropy, not to {name!r}")
     return LOSSES[name](**options)
 
 

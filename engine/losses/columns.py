@@ -6,7 +6,6 @@ int32 [B] text hashes; ``batch["labels"]`` float32 [B] for scored pairs.
 """
 from __future__ import annotations
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
 from engine.losses.columns import embed_columns

@@ -1,7 +1,6 @@
 """CosineSimilarityLoss: regress the cosine similarity of a pair onto its gold score."""
 from __future__ import annotations
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
 from engine.losses.columns import embed_columns

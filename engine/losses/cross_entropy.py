@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np

@@ -1,10 +1,9 @@
 """Contrastive loss over late-interaction (ColBERT MaxSim) scores."""
 from __future__ import annotations
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
-from engine.distributed import gather_group, gather_plain, gather_rows
+from engine.training.distributed import gather_group, gather_plain, gather_rows
 from engine.losses.columns import column_hashes, duplicate_mask
 from engine.losses.scores import maxsim
 

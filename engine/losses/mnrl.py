@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
-from engine.distributed import gather_group, gather_plain, gather_rows
+from engine.training.distributed import gather_group, gather_plain, gather_rows
 from engine.losses.columns import column_hashes, duplicate_mask, embed_columns
 from engine.losses.scores import cos_sim, get_similarity
 

@@ -1,7 +1,6 @@
 """Mean squared error for regression heads (text classification with a float label)."""
 from __future__ import annotations
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
 _EPS = 1e-8  # as torch.nn.functional.normalize / sentence-transformers' cos_sim (1e-8 there too)

@@ -1,7 +1,6 @@
 """Per-token cross-entropy for masked LM and token classification, ignoring label -100."""
 from __future__ import annotations
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 import mlx.nn as nn
 

@@ -24,7 +24,8 @@ from typing import Iterable
 
 import numpy as np
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
+from engine.tasks import training_task
+
 import mlx.core as mx
 
 from engine.losses.scores import maxsim_pairwise, pairwise_cos_sim
@@ -50,9 +51,7 @@ def _numpy(x: mx.array) -> np.ndarray:
 
 
 def _task(task: str) -> str:
-    from engine.models.base import normalize_task
-    task = normalize_task(str(task).strip().lower().replace("_", "-"))
-    return "sentence-similarity" if task == "feature-extraction" else task
+    return training_task(task, ValueError)
 
 
 def evaluate_batches(task: str, model, batches: Iterable[dict], label_info=None) -> dict:

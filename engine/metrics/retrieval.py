@@ -25,7 +25,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-import engine  # noqa: F401  (loads the fast BLAS before mlx.core)
 import mlx.core as mx
 
 from engine.losses.scores import maxsim

@@ -1,45 +1,77 @@
 """Model registry and `load_model`.
 
-A family is one module in this package named after the HF ``model_type`` (or reached through
-``ALIASES``). It provides: ``ModelArgs.from_config(config)``, ``Model`` (backbone → hidden states,
-``.layers``, ``.grad_checkpoint``), ``TASK_CLASSES`` {task: class(args, num_labels)},
-``ARCHITECTURES`` {"base" | task: HF class name}, ``BASE_PREFIX`` (the backbone's attribute name in
-HF task classes), ``DEFAULT_POOLING``, ``IGNORED_KEYS`` (checkpoint key prefixes of other heads),
-``configure(config, **overrides)``, ``sanitize(weights)`` (HF → ours) and ``to_hf(weights, config)``.
+A family is one module in this package named after the HF ``model_type``. It provides: ``SPEC``
+(its `FamilySpec`: names, aliases, HF architectures, pooling, presets, key prefixes), ``ModelArgs.
+from_config(config)``, ``Model`` (backbone → hidden states, ``.layers``, ``.grad_checkpoint``),
+``TASK_MODELS`` {task: build(args, num_labels) → task model}, ``configure(config, **overrides)``,
+``sanitize(weights)`` (HF → ours) and ``to_hf(weights, config)``; optionally ``task_error``.
 """
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
-import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from engine.models.base import EMBEDDING_TASKS, ModelError, ModelInfo, TaskModel, normalize_task
+from engine.errors import ModelError
+from engine.models.base import ModelInfo, TaskModel, normalize_task
+from engine.tasks import EMBEDDING_TASKS
 from engine.models import pylate
 from engine.models.heads import Dense, EmbeddingModel, LateInteractionModel
-from engine.models.loading import (read_config, read_sentence_transformers, read_weights,
-                                   resolve_model_dir)
+from engine.models.loading import (find_config, local_model_dir, read_config, read_json,
+                                   read_sentence_transformers, read_weights, resolve_model_dir)
+from engine.models.spec import FamilySpec
 
-FAMILIES = ("bert", "modernbert", "qwen3", "gemma3_text", "t5gemma", "lfm2")
-ALIASES = {"gemma3": "gemma3_text", "embeddinggemma": "gemma3_text"}
+FAMILIES = ("bert", "modernbert", "qwen3", "gemma3_text", "t5gemma", "lfm2")  # module = model_type
 
-__all__ = ["load_model", "get_family", "supported_model_types", "ModelError", "TaskModel"]
+__all__ = ["load_model", "get_family", "supported_model_types", "family_specs", "spec_for", "preset_for",
+           "FamilySpec", "ModelError", "TaskModel"]
+
+
+def family_specs() -> dict[str, FamilySpec]:
+    """{model_type: FamilySpec} of every family, in FAMILIES order."""
+    return {name: importlib.import_module(f"engine.models.{name}").SPEC for name in FAMILIES}
+
+
+def spec_for(model_type: str) -> FamilySpec | None:
+    """The spec of a ``model_type`` or one of its aliases (``embeddinggemma`` → gemma3_text)."""
+    return next((s for s in family_specs().values() if model_type == s.model_type or model_type in s.aliases),
+                None)
 
 
 def supported_model_types() -> list[str]:
-    here = Path(__file__).parent
-    names = [f for f in FAMILIES if (here / f"{f}.py").exists()]
-    return names + [a for a, f in ALIASES.items() if f in names]
+    specs = family_specs().values()
+    return [s.model_type for s in specs] + [a for s in specs for a in s.aliases]
 
 
 def get_family(model_type: str):
-    name = ALIASES.get(model_type, model_type)
-    if name not in supported_model_types():
+    spec = spec_for(model_type)
+    if spec is None:
         raise ModelError(f"Model type {model_type!r} is not supported. Supported model types: "
                          f"{', '.join(supported_model_types())}.")
-    return importlib.import_module(f"engine.models.{name}")
+    return importlib.import_module(f"engine.models.{spec.model_type}")
+
+
+def preset_for(model_name_or_dir: str) -> dict:
+    """The family preset (batch_size, learning_rate, max_length) of a local folder, ``"default"`` or
+    a Hub id already in the cache, with max_length capped at the model's max_position_embeddings.
+    Reads config.json only (no weights, no network); {} when it is not on this machine or its
+    architecture is not supported."""
+    folder = local_model_dir(str(model_name_or_dir))
+    config_file = find_config(folder) if folder is not None else None
+    try:
+        config = read_json(config_file) if config_file is not None else {}
+    except (OSError, ValueError, ModelError):
+        return {}
+    spec = spec_for(config.get("model_type", "")) if isinstance(config, dict) else None
+    if spec is None:
+        return {}
+    preset = dict(spec.presets)
+    if isinstance(config.get("max_position_embeddings"), int):
+        preset["max_length"] = min(preset["max_length"], config["max_position_embeddings"])
+    return preset
 
 
 def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels: int | None = None,
@@ -74,16 +106,16 @@ def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels:
         if use_late_interaction:
             model = LateInteractionModel(backbone, args.hidden_size, late_interaction_dim, dense=dense or None)
         else:
-            mode = pooling or st.get("pooling") or family.DEFAULT_POOLING
+            mode = pooling or st.get("pooling") or family.SPEC.default_pooling
             norm = normalize if normalize is not None else (st.get("normalize", False) if st else True)
             model = EmbeddingModel(backbone, mode, dense, norm)
         target, heads_may_be_new = model.backbone, False
     else:
-        if task not in family.TASK_CLASSES:
+        if task not in family.TASK_MODELS:
             raise ModelError(family.task_error(task, config) if hasattr(family, "task_error") else
                              f"{config['model_type']} models do not support the {task} task.")
         config = _label_config(config, task, num_labels, id2label, is_regression)
-        model = family.TASK_CLASSES[task](args, len(config.get("id2label", {})) or 1)
+        model = family.TASK_MODELS[task](args, len(config.get("id2label", {})) or 1)
         target, heads_may_be_new = model, True
 
     weights, files = read_weights(model_dir)
@@ -136,16 +168,17 @@ def _label_config(config, task, num_labels, id2label, is_regression) -> dict:
 
 def _assign_weights(target, weights: dict, family, heads_may_be_new: bool, where: Path, args) -> list[str]:
     """Strict loading: every backbone weight must be present with the right shape; a task head
-    (``heads_may_be_new``) or a ``family.OPTIONAL_KEYS`` weight the checkpoint lacks is initialised
+    (``heads_may_be_new``) or a ``spec.optional_keys`` weight the checkpoint lacks is initialised
     fresh; keys of other tasks' heads are skipped; anything else is an error."""
     expected = dict(tree_flatten(target.parameters()))
-    base = family.BASE_PREFIX + "."
+    spec = family.SPEC
+    base = spec.base_prefix + "."
     loaded, unexpected = {}, []
     for key, value in weights.items():
         bare = key[len(base):] if key.startswith(base) else key
         name = next((c for c in (key, bare, base + key) if c in expected), None)
         if name is None:
-            if not bare.startswith(family.IGNORED_KEYS):
+            if not bare.startswith(spec.ignored_keys):
                 unexpected.append(key)
             continue
         if tuple(value.shape) != tuple(expected[name].shape):
@@ -154,13 +187,12 @@ def _assign_weights(target, weights: dict, family, heads_may_be_new: bool, where
                              "belong together; re-export the checkpoint or fix config.json.")
         loaded[name] = value.astype(expected[name].dtype)
     if unexpected:
-        raise ModelError(f"{where} has weights this {family.__name__.rsplit('.', 1)[-1]} model does not "
+        raise ModelError(f"{where} has weights this {spec.model_type} model does not "
                          f"expect: {', '.join(sorted(unexpected)[:8])}{' …' if len(unexpected) > 8 else ''}. "
                          "Is config.json from a different architecture?")
     missing = [k for k in expected if k not in loaded]
-    optional = getattr(family, "OPTIONAL_KEYS", ())
     backbone_missing = [k for k in missing if not (heads_may_be_new and not k.startswith(base))
-                        and not k.removeprefix(base).startswith(optional)]
+                        and not k.removeprefix(base).startswith(spec.optional_keys)]
     if backbone_missing:
         raise ModelError(f"{where} lacks weights the model needs: {', '.join(backbone_missing[:8])}"
                          f"{' …' if len(backbone_missing) > 8 else ''}. The checkpoint is incomplete or "
@@ -181,7 +213,6 @@ def _assign_weights(target, weights: dict, family, heads_may_be_new: bool, where
 def _tokenizer_class(model_dir: Path):
     """The class tokenizer_config.json names, when transformers has it: loading through it skips
     AutoTokenizer's config machinery, which imports torch (~190 MB of a training process's memory)."""
-    import json
     import transformers
     try:
         name = json.loads((model_dir / "tokenizer_config.json").read_text()).get("tokenizer_class")
@@ -203,6 +234,6 @@ def _load_tokenizer(model_dir: Path, family):
     except Exception as exc:
         raise ModelError(f"Could not load the tokenizer from {model_dir} ({type(exc).__name__}: {exc}). "
                          "The folder needs tokenizer.json or the tokenizer files of its model.") from None
-    if getattr(family, "PADDING_SIDE", None):
-        tokenizer.padding_side = family.PADDING_SIDE
+    if family.SPEC.padding_side:
+        tokenizer.padding_side = family.SPEC.padding_side
     return tokenizer

@@ -8,24 +8,13 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-TASKS = ("feature-extraction", "sentence-similarity", "text-classification", "masked-lm",
-         "token-classification")
-TASK_ALIASES = {"sentence-transformers": "sentence-similarity", "late-interaction": "sentence-similarity",
-                "embedding": "feature-extraction", "classification": "text-classification",
-                "fill-mask": "masked-lm", "ner": "token-classification"}
-EMBEDDING_TASKS = ("feature-extraction", "sentence-similarity")
-
-
-class ModelError(ValueError):
-    """A model that cannot be loaded or saved: the message says which file and what to do."""
+from engine import tasks
+from engine.errors import ModelError
+from engine.models import saving
 
 
 def normalize_task(task: str) -> str:
-    task = TASK_ALIASES.get(task, task)
-    if task not in TASKS:
-        raise ModelError(f"Unknown task {task!r}. Choose one of: {', '.join(TASKS)} "
-                         f"(aliases: {', '.join(TASK_ALIASES)}).")
-    return task
+    return tasks.normalize_task(task, ModelError)
 
 
 @dataclass
@@ -69,8 +58,7 @@ class TaskModel(nn.Module):
         self.backbone.grad_checkpoint = enabled
 
     def save_pretrained(self, out_dir) -> None:
-        from engine.models.saving import save_pretrained
-        save_pretrained(self, out_dir)
+        saving.save_pretrained(self, out_dir)
 
 
 def run_layer(layer: nn.Module, checkpoint: bool, *arrays):

@@ -8,15 +8,21 @@ import mlx.nn as nn
 
 from engine.models.activations import gelu
 from engine.models.attention import attention, make_mask
-from engine.models.base import TaskModel, run_layer
+from engine.models.base import run_layer
+from engine.models.heads import Classifier, HFTaskModel
+from engine.models.spec import FamilySpec
 
-BASE_PREFIX = "bert"
-ARCHITECTURES = {"base": "BertModel", "text-classification": "BertForSequenceClassification",
-                 "token-classification": "BertForTokenClassification", "masked-lm": "BertForMaskedLM"}
-DEFAULT_POOLING = "mean"
-# Checkpoint keys that belong to other tasks' heads (or non-persistent buffers): skipped on load.
-IGNORED_KEYS = ("cls.", "classifier.", "qa_outputs.", "pooler.", "embeddings.position_ids")
-OPTIONAL_KEYS = ("pooler.",)  # absent from checkpoints saved without the pooling layer
+SPEC = FamilySpec(
+    model_type="bert", name="BERT", base_prefix="bert",
+    architectures={"base": "BertModel", "text-classification": "BertForSequenceClassification",
+                   "token-classification": "BertForTokenClassification", "masked-lm": "BertForMaskedLM"},
+    presets={"batch_size": 32, "learning_rate": 5e-5, "max_length": 256},
+    default_pooling="mean",
+    # Checkpoint keys that belong to other tasks' heads (or non-persistent buffers): skipped on load.
+    ignored_keys=("cls.", "classifier.", "qa_outputs.", "pooler.", "embeddings.position_ids"),
+    optional_keys=("pooler.",),  # absent from checkpoints saved without the pooling layer
+    embedding_weights=("embeddings.",),
+)
 # "gelu" is exact GELU with an arithmetic-only erf: mx.erf runs per element on the CPU backend.
 ACTIVATIONS = {"gelu": gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
                "relu": nn.relu, "silu": nn.silu, "swish": nn.silu}
@@ -156,32 +162,16 @@ class Model(nn.Module):
         return x
 
 
-class ForSequenceClassification(TaskModel):
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.bert = Model(args, add_pooling_layer=True)
-        self.classifier = nn.Linear(args.hidden_size, num_labels)
-
-    @property
-    def backbone(self):
-        return self.bert
-
-    def __call__(self, input_ids, attention_mask):
-        return self.classifier(self.bert.pooler(self.bert(input_ids, attention_mask)))
+def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
+    """HF ``BertForSequenceClassification``: ``classifier`` on the pooler's output."""
+    return Classifier(SPEC.base_prefix, Model(args, add_pooling_layer=True), "classifier",
+                      nn.Linear(args.hidden_size, num_labels), pooling="pooler")
 
 
-class ForTokenClassification(TaskModel):
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.bert = Model(args, add_pooling_layer=False)
-        self.classifier = nn.Linear(args.hidden_size, num_labels)
-
-    @property
-    def backbone(self):
-        return self.bert
-
-    def __call__(self, input_ids, attention_mask):
-        return self.classifier(self.bert(input_ids, attention_mask))
+def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
+    """HF ``BertForTokenClassification``: ``classifier`` on every token."""
+    return Classifier(SPEC.base_prefix, Model(args, add_pooling_layer=False), "classifier",
+                      nn.Linear(args.hidden_size, num_labels))
 
 
 class PredictionHeadTransform(nn.Module):
@@ -208,25 +198,21 @@ class OnlyMLMHead(nn.Module):
         self.predictions = LMPredictionHead(args)
 
 
-class ForMaskedLM(TaskModel):
-    """The decoder is tied to the word embeddings (as HF ties it), so only its bias is a weight."""
+class ForMaskedLM(HFTaskModel):
+    """HF ``BertForMaskedLM``. The decoder is tied to the word embeddings (as HF ties it), so only its
+    bias is a weight."""
 
     def __init__(self, args: ModelArgs, num_labels: int = 0):
-        super().__init__()
-        self.bert = Model(args, add_pooling_layer=False)
+        super().__init__(SPEC.base_prefix, Model(args, add_pooling_layer=False))
         self.cls = OnlyMLMHead(args)
-
-    @property
-    def backbone(self):
-        return self.bert
 
     def __call__(self, input_ids, attention_mask):
         x = self.cls.predictions.transform(self.bert(input_ids, attention_mask))
         return self.bert.embeddings.word_embeddings.as_linear(x) + self.cls.predictions.bias
 
 
-TASK_CLASSES = {"text-classification": ForSequenceClassification,
-                "token-classification": ForTokenClassification, "masked-lm": ForMaskedLM}
+TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier,
+               "masked-lm": ForMaskedLM}
 
 
 def configure(config: dict, **overrides) -> dict:

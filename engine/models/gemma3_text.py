@@ -8,18 +8,25 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.models.attention import attention, make_mask
-from engine.models.base import ModelError, TaskModel, run_layer
-from engine.models.heads import pool
+from engine.errors import ModelError
+from engine.models.base import run_layer
+from engine.models.heads import Classifier, HFTaskModel
+from engine.models.spec import FamilySpec
 
-BASE_PREFIX = "model"
-# transformers 5.24 has no Gemma3 token-classification or masked-LM class. Token classification is
-# saved as GenericForTokenClassification lays it out (model.* + score.*) under the name below; the
-# masked-LM head is Gemma3ForCausalLM's tied lm_head, saved as Gemma3ForCausalLM with
-# use_bidirectional_attention so transformers reloads it with the same attention.
-ARCHITECTURES = {"base": "Gemma3TextModel", "text-classification": "Gemma3TextForSequenceClassification",
-                 "token-classification": "Gemma3TextForTokenClassification", "masked-lm": "Gemma3ForCausalLM"}
-DEFAULT_POOLING = "mean"  # EmbeddingGemma's sentence-transformers pooling
-IGNORED_KEYS = ("lm_head.", "score.")
+SPEC = FamilySpec(
+    model_type="gemma3_text", name="Gemma 3", base_prefix="model",
+    aliases=("gemma3", "embeddinggemma"),  # a multimodal gemma3 config loads its text tower (configure)
+    # transformers 5.24 has no Gemma3 token-classification or masked-LM class. Token classification is
+    # saved as GenericForTokenClassification lays it out (model.* + score.*) under the name below; the
+    # masked-LM head is Gemma3ForCausalLM's tied lm_head, saved as Gemma3ForCausalLM with
+    # use_bidirectional_attention so transformers reloads it with the same attention.
+    architectures={"base": "Gemma3TextModel", "text-classification": "Gemma3TextForSequenceClassification",
+                   "token-classification": "Gemma3TextForTokenClassification", "masked-lm": "Gemma3ForCausalLM"},
+    presets={"batch_size": 8, "learning_rate": 2e-5, "max_length": 512},
+    default_pooling="mean",  # EmbeddingGemma's sentence-transformers pooling
+    ignored_keys=("lm_head.", "score."),
+    embedding_weights=("embed_tokens.",),
+)
 ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu": nn.gelu, "silu": nn.silu}
 ROPE_TYPES = ("default", "linear")
 BIDIRECTIONAL_KEYS = ("use_bidirectional_attention", "use_bidirectional_attn")  # 5.24 reads the first
@@ -187,56 +194,31 @@ class Model(nn.Module):
         return self.norm(x)
 
 
-class ForSequenceClassification(TaskModel):
+def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """HF ``Gemma3TextForSequenceClassification``: ``score`` (no bias) on the last real token (HF
     finds it by ``pad_token_id``; the attention mask is used here)."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = nn.Linear(args.hidden_size, num_labels, bias=False)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(pool(self.model(input_ids, attention_mask), attention_mask, "lasttoken"))
+    return Classifier(SPEC.base_prefix, Model(args), "score", nn.Linear(args.hidden_size, num_labels, bias=False),
+                      pooling="lasttoken")
 
 
-class ForTokenClassification(TaskModel):
+def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """transformers' GenericForTokenClassification shape (model + ``score`` with bias); 5.24 has no
     Gemma3 class for it, so transformers cannot load this head by name."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(self.model(input_ids, attention_mask))
+    return Classifier(SPEC.base_prefix, Model(args), "score",
+                      nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias))
 
 
-class ForMaskedLM(TaskModel):
+class ForMaskedLM(HFTaskModel):
     """Gemma3ForCausalLM's head over bidirectional attention: logits at every position from the
     embeddings (tied, as HF ties them) or ``lm_head``, with the final logit soft-capping."""
 
     def __init__(self, args: ModelArgs, num_labels: int = 0):
-        super().__init__()
         if not args.use_bidirectional_attention:
             raise ModelError(task_error("masked-lm", {}))
-        self.model = Model(args)
+        super().__init__(SPEC.base_prefix, Model(args))
         if not args.tie_word_embeddings:
             self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         self.softcap = args.final_logit_softcapping
-
-    @property
-    def backbone(self):
-        return self.model
 
     def __call__(self, input_ids, attention_mask):
         x = self.model(input_ids, attention_mask)
@@ -244,8 +226,8 @@ class ForMaskedLM(TaskModel):
         return logits if self.softcap is None else mx.tanh(logits / self.softcap) * self.softcap
 
 
-TASK_CLASSES = {"text-classification": ForSequenceClassification,
-                "token-classification": ForTokenClassification, "masked-lm": ForMaskedLM}
+TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier,
+               "masked-lm": ForMaskedLM}
 
 
 def task_error(task: str, config: dict) -> str:

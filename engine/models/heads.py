@@ -1,5 +1,5 @@
 """Model-independent heads: pooling, sentence-transformers Dense/Normalize, embedding and
-late-interaction models, and the last-token classifier causal families share.
+late-interaction models, and the classifiers laid out as HF's task classes.
 
 Backbones return hidden states only; everything task-shaped lives here or in the family file
 (HF's own head classes, whose weight names must match HF's).
@@ -104,12 +104,45 @@ class LateInteractionModel(TaskModel):
         return normalize(x)
 
 
-class LastTokenClassifier(nn.Module):
-    """HF ``*ForSequenceClassification`` of decoder families: ``score`` on the last real token."""
+class HFTaskModel(TaskModel):
+    """A task model laid out as an HF task class: the backbone sits under HF's attribute name
+    (``bert``, ``model``: the family's ``SPEC.base_prefix``), so weights save and load by HF's names."""
 
-    def __init__(self, hidden_size: int, num_labels: int):
+    def __init__(self, backbone_name: str, backbone: nn.Module):
         super().__init__()
-        self.score = nn.Linear(hidden_size, num_labels, bias=False)
+        self.backbone_name = backbone_name
+        setattr(self, backbone_name, backbone)
 
-    def __call__(self, hidden, attention_mask):
-        return self.score(pool(hidden, attention_mask, "lasttoken"))
+    @property
+    def backbone(self) -> nn.Module:
+        return self[self.backbone_name]
+
+
+class Classifier(HFTaskModel):
+    """HF ``*ForSequenceClassification`` (``pooling`` set: logits [B, C]) and
+    ``*ForTokenClassification`` (``pooling=None``: logits [B, T, C]):
+    backbone → pooling → optional ``head`` transform → output layer ``out_name`` (``classifier``,
+    ``score``). Dropout is off at inference and here.
+
+    ``pooling`` is a `pool` mode, or ``"pooler"`` for the backbone's own pooler (BERT's
+    tanh(dense(h[CLS])), whose weights live in the backbone).
+    """
+
+    def __init__(self, backbone_name: str, backbone: nn.Module, out_name: str, out: nn.Module, *,
+                 pooling: str | None = None, head: nn.Module | None = None):
+        super().__init__(backbone_name, backbone)
+        if head is not None:
+            self.head = head
+        self.out_name = out_name
+        setattr(self, out_name, out)
+        self.classifier_pooling = pooling  # not `pooling`: that attribute marks an embedding model
+
+    def __call__(self, input_ids, attention_mask):
+        x = self.backbone(input_ids, attention_mask)
+        if self.classifier_pooling == "pooler":
+            x = self.backbone.pooler(x)
+        elif self.classifier_pooling is not None:
+            x = pool(x, attention_mask, self.classifier_pooling)  # (B, H)
+        if "head" in self:
+            x = self.head(x)
+        return self[self.out_name](x)

@@ -15,15 +15,21 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.models.attention import attention, make_mask
-from engine.models.base import ModelError, TaskModel, run_layer
-from engine.models.heads import pool
+from engine.errors import ModelError
+from engine.models.base import run_layer
+from engine.models.heads import Classifier
+from engine.models.spec import FamilySpec
 
-BASE_PREFIX = "model"
-ARCHITECTURES = {"base": "Lfm2Model", "text-classification": "Lfm2ForSequenceClassification",
-                 "token-classification": "Lfm2ForTokenClassification"}
-DEFAULT_POOLING = "lasttoken"
-# The (usually tied, so absent) LM head and other tasks' heads: skipped on load.
-IGNORED_KEYS = ("lm_head.", "score.")
+SPEC = FamilySpec(
+    model_type="lfm2", name="LFM2", base_prefix="model",
+    architectures={"base": "Lfm2Model", "text-classification": "Lfm2ForSequenceClassification",
+                   "token-classification": "Lfm2ForTokenClassification"},
+    presets={"batch_size": 8, "learning_rate": 2e-5, "max_length": 512},
+    default_pooling="lasttoken",
+    # The (usually tied, so absent) LM head and other tasks' heads: skipped on load.
+    ignored_keys=("lm_head.", "score."),
+    embedding_weights=("embed_tokens.",),  # not embedding_norm: despite its name, the final norm
+)
 
 
 @dataclass
@@ -174,41 +180,19 @@ class Model(nn.Module):
         return self.embedding_norm(x)
 
 
-class ForSequenceClassification(TaskModel):
+def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """``score`` (no bias) on the last real token, as transformers' generic decoder classifiers."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = nn.Linear(args.hidden_size, num_labels, bias=False)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(pool(self.model(input_ids, attention_mask), attention_mask, "lasttoken"))
+    return Classifier(SPEC.base_prefix, Model(args), "score", nn.Linear(args.hidden_size, num_labels, bias=False),
+                      pooling="lasttoken")
 
 
-class ForTokenClassification(TaskModel):
+def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """``score`` (with bias) on every token, as transformers' GenericForTokenClassification.
     Causal: a token's label sees only the tokens before it."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = nn.Linear(args.hidden_size, num_labels)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(self.model(input_ids, attention_mask))
+    return Classifier(SPEC.base_prefix, Model(args), "score", nn.Linear(args.hidden_size, num_labels))
 
 
-TASK_CLASSES = {"text-classification": ForSequenceClassification,
-                "token-classification": ForTokenClassification}
+TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier}
 
 
 def task_error(task: str, config: dict) -> str:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from engine.models.base import ModelError
+from engine.defaults import resolve_model_name
+from engine.errors import ModelError
 
 
 def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
     """A local folder as is; otherwise a Hub id fetched (or found in the cache) by huggingface_hub."""
-    from engine.defaults import resolve_model_name
     name = resolve_model_name(str(path_or_id))
     path = Path(name).expanduser()
     if path.exists():
@@ -36,6 +36,43 @@ def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
             f"{str(exc).splitlines()[0] if str(exc) else 'no details'}). If you are offline, download it "
             f"first on a connected machine (`huggingface-cli download {name}`) or pass a local folder; "
             "'default' uses the embedded all-MiniLM-L6-v2.") from None
+
+
+def local_model_dir(name: str) -> Path | None:
+    """The folder for ``name`` without touching the network: 'default', a path, or a cached Hub id."""
+    try:
+        resolved = resolve_model_name(name)
+    except FileNotFoundError:
+        return None
+    path = Path(resolved).expanduser()
+    if path.is_dir():
+        return path
+    if "/" in name and not name.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            cached = try_to_load_from_cache(name, "config.json")
+        except Exception:  # noqa: BLE001 — a malformed id
+            return None
+        if isinstance(cached, str):
+            return Path(cached).parent
+    return None
+
+
+def find_config(folder: Path) -> Path | None:
+    """config.json of a model folder: at the top, or in a sentence-transformers module folder."""
+    if (folder / "config.json").exists():
+        return folder / "config.json"
+    modules = folder / "modules.json"
+    if modules.exists():
+        try:
+            for module in json.loads(modules.read_text()):
+                if module.get("type", "").endswith("Transformer"):
+                    candidate = folder / module.get("path", "") / "config.json"
+                    if candidate.exists():
+                        return candidate
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def read_json(path: Path) -> dict:

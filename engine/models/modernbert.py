@@ -8,17 +8,21 @@ import mlx.nn as nn
 
 from engine.models.activations import gelu
 from engine.models.attention import attention, make_mask
-from engine.models.base import TaskModel, run_layer
-from engine.models.heads import pool
+from engine.models.base import run_layer
+from engine.models.heads import Classifier, HFTaskModel
+from engine.models.spec import FamilySpec
 
-BASE_PREFIX = "model"
-ARCHITECTURES = {"base": "ModernBertModel", "text-classification": "ModernBertForSequenceClassification",
-                 "token-classification": "ModernBertForTokenClassification",
-                 "masked-lm": "ModernBertForMaskedLM"}
-DEFAULT_POOLING = "mean"
-# Checkpoint keys of other tasks' heads: skipped on load. A tied MLM checkpoint that still stores
-# `decoder.weight` has it skipped here too (the tied model has no such parameter).
-IGNORED_KEYS = ("head.", "decoder.", "classifier.")
+SPEC = FamilySpec(
+    model_type="modernbert", name="ModernBERT", base_prefix="model",
+    architectures={"base": "ModernBertModel", "text-classification": "ModernBertForSequenceClassification",
+                   "token-classification": "ModernBertForTokenClassification", "masked-lm": "ModernBertForMaskedLM"},
+    presets={"batch_size": 16, "learning_rate": 8e-5, "max_length": 512},
+    default_pooling="mean",
+    # Checkpoint keys of other tasks' heads: skipped on load. A tied MLM checkpoint that still stores
+    # `decoder.weight` has it skipped here too (the tied model has no such parameter).
+    ignored_keys=("head.", "decoder.", "classifier."),
+    embedding_weights=("embeddings.",),
+)
 # "gelu" is exact GELU with an arithmetic-only erf: mx.erf runs per element on the CPU backend.
 ACTIVATIONS = {"gelu": gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
                "relu": nn.relu, "silu": nn.silu, "swish": nn.silu}
@@ -175,38 +179,17 @@ class PredictionHead(nn.Module):
         return self.norm(self.act(self.dense(x)))
 
 
-class ForSequenceClassification(TaskModel):
-    """Pools (``classifier_pooling``: first token or masked mean), then head, then classifier."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.head = PredictionHead(args)
-        self.classifier = nn.Linear(args.hidden_size, num_labels)
-        self.pooling = args.classifier_pooling
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        pooled = pool(self.model(input_ids, attention_mask), attention_mask, self.pooling)  # (B, H)
-        return self.classifier(self.head(pooled))
+def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
+    """HF ``ModernBertForSequenceClassification``: pools (``classifier_pooling``: first token or
+    masked mean), then ``head``, then ``classifier``."""
+    return Classifier(SPEC.base_prefix, Model(args), "classifier", nn.Linear(args.hidden_size, num_labels),
+                      pooling=args.classifier_pooling, head=PredictionHead(args))
 
 
-class ForTokenClassification(TaskModel):
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.head = PredictionHead(args)
-        self.classifier = nn.Linear(args.hidden_size, num_labels)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.classifier(self.head(self.model(input_ids, attention_mask)))
+def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
+    """HF ``ModernBertForTokenClassification``: ``head`` then ``classifier`` on every token."""
+    return Classifier(SPEC.base_prefix, Model(args), "classifier", nn.Linear(args.hidden_size, num_labels),
+                      head=PredictionHead(args))
 
 
 class Decoder(nn.Module):
@@ -225,24 +208,21 @@ class Decoder(nn.Module):
         return x + self.bias if "bias" in self else x
 
 
-class ForMaskedLM(TaskModel):
+class ForMaskedLM(HFTaskModel):
+    """HF ``ModernBertForMaskedLM``: ``head`` then ``decoder`` on every token."""
+
     def __init__(self, args: ModelArgs, num_labels: int = 0):
-        super().__init__()
-        self.model = Model(args)
+        super().__init__(SPEC.base_prefix, Model(args))
         self.head = PredictionHead(args)
         self.decoder = Decoder(args)
-
-    @property
-    def backbone(self):
-        return self.model
 
     def __call__(self, input_ids, attention_mask):
         x = self.head(self.model(input_ids, attention_mask))
         return self.decoder(x, self.model.embeddings.tok_embeddings)
 
 
-TASK_CLASSES = {"text-classification": ForSequenceClassification,
-                "token-classification": ForTokenClassification, "masked-lm": ForMaskedLM}
+TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier,
+               "masked-lm": ForMaskedLM}
 
 
 def configure(config: dict, **overrides) -> dict:
@@ -252,7 +232,7 @@ def configure(config: dict, **overrides) -> dict:
 
 def sanitize(weights: dict) -> dict:
     """HF checkpoint names → this file's names. Names are identical; the decoder weight tied to the
-    embeddings is left to IGNORED_KEYS (skipped when tied, loaded when the config unties it)."""
+    embeddings is left to SPEC.ignored_keys (skipped when tied, loaded when the config unties it)."""
     return weights
 
 

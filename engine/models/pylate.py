@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 import mlx.nn as nn
 
-from engine.models.base import ModelError
+from engine.errors import ModelError
+from engine.models.loading import read_json
 
 DEFAULTS = {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 180,
             "attend_to_expansion_tokens": False, "skiplist_words": list(string.punctuation),
@@ -37,7 +37,6 @@ DENSE_TYPE = "pylate.models.Dense.Dense"
 
 def is_pylate_dir(root: Path) -> bool:
     """A folder PyLate saved (or we saved in its layout): ColBERT keys or a PyLate Dense module."""
-    from engine.models.loading import read_json
     cfg_file, modules_file = Path(root) / "config_sentence_transformers.json", Path(root) / "modules.json"
     if cfg_file.exists():
         cfg = read_json(cfg_file)
@@ -50,7 +49,6 @@ def read_colbert_config(root: Path | None) -> dict:
     """PyLate's settings from config_sentence_transformers.json, PyLate's defaults for the rest."""
     config = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULTS.items()}
     if root is not None and (Path(root) / "config_sentence_transformers.json").exists():
-        from engine.models.loading import read_json
         saved = read_json(Path(root) / "config_sentence_transformers.json")
         config.update({k: saved[k] for k in DEFAULTS if saved.get(k) is not None})
     if not config["do_query_expansion"]:
@@ -142,6 +140,7 @@ class ColBERTCollator:
         self.ids = token_ids(tokenizer, config)
 
     def __call__(self, rows: list[dict]) -> dict:
+        # Here, not at the top: engine.data loads pyarrow, which the model loader does not need.
         from engine.data.args import text_roles_of
         from engine.data.collators import text_hash
         roles = text_roles_of(k[:-len("_input_ids")] for k in rows[0] if k.endswith("_input_ids")) \
@@ -160,11 +159,3 @@ class ColBERTCollator:
             batch["labels"] = mx.array(np.array([r["label"] for r in rows], dtype=np.float32))
         return batch
 
-
-def st_config(info) -> dict:
-    """config_sentence_transformers.json as PyLate writes it."""
-    from engine.models.saving import ST_VERSION
-    colbert = info.colbert or read_colbert_config(None)
-    return {"__version__": ST_VERSION, "prompts": info.prompts or {"query": "", "document": ""},
-            "default_prompt_name": info.default_prompt_name, "similarity_fn_name": "MaxSim",
-            **{k: colbert[k] for k in DEFAULTS}}

@@ -7,16 +7,22 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.models.attention import attention, make_mask
-from engine.models.base import ModelError, TaskModel, run_layer
-from engine.models.heads import pool
+from engine.errors import ModelError
+from engine.models.base import run_layer
+from engine.models.heads import Classifier
+from engine.models.spec import FamilySpec
 
-BASE_PREFIX = "model"
-ARCHITECTURES = {"base": "Qwen3Model", "text-classification": "Qwen3ForSequenceClassification",
-                 "token-classification": "Qwen3ForTokenClassification"}
-DEFAULT_POOLING = "lasttoken"  # as Qwen3-Embedding's sentence-transformers config (then normalised)
-PADDING_SIDE = "left"          # Qwen3-Embedding's tokenizer pads on the left
-# Checkpoint keys of other heads (a causal-LM head, another task's classifier): skipped on load.
-IGNORED_KEYS = ("lm_head.", "score.")
+SPEC = FamilySpec(
+    model_type="qwen3", name="Qwen3", base_prefix="model",
+    architectures={"base": "Qwen3Model", "text-classification": "Qwen3ForSequenceClassification",
+                   "token-classification": "Qwen3ForTokenClassification"},
+    presets={"batch_size": 8, "learning_rate": 2e-5, "max_length": 512},
+    default_pooling="lasttoken",  # as Qwen3-Embedding's sentence-transformers config (then normalised)
+    padding_side="left",          # Qwen3-Embedding's tokenizer pads on the left
+    # Checkpoint keys of other heads (a causal-LM head, another task's classifier): skipped on load.
+    ignored_keys=("lm_head.", "score."),
+    embedding_weights=("embed_tokens.",),
+)
 ACTIVATIONS = {"silu": nn.silu, "swish": nn.silu, "gelu": nn.gelu, "gelu_pytorch_tanh": nn.gelu_approx}
 ROPE_TYPES = ("default", "linear")
 
@@ -146,40 +152,20 @@ class Model(nn.Module):
         return self.norm(x)
 
 
-class ForSequenceClassification(TaskModel):
+def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """HF ``Qwen3ForSequenceClassification``: ``score`` (no bias) on the last real token. HF finds that
     token by ``pad_token_id``; the attention mask is used here (the same unless pad == a real token)."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = nn.Linear(args.hidden_size, num_labels, bias=False)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(pool(self.model(input_ids, attention_mask), attention_mask, "lasttoken"))
+    return Classifier(SPEC.base_prefix, Model(args), "score", nn.Linear(args.hidden_size, num_labels, bias=False),
+                      pooling="lasttoken")
 
 
-class ForTokenClassification(TaskModel):
+def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """HF ``Qwen3ForTokenClassification`` (GenericForTokenClassification): ``score`` on every token."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(self.model(input_ids, attention_mask))
+    return Classifier(SPEC.base_prefix, Model(args), "score",
+                      nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias))
 
 
-TASK_CLASSES = {"text-classification": ForSequenceClassification, "token-classification": ForTokenClassification}
+TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier}
 
 
 def task_error(task: str, config: dict) -> str:

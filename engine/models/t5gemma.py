@@ -16,15 +16,21 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.models.attention import attention, make_mask
-from engine.models.base import ModelError, TaskModel, run_layer
-from engine.models.heads import pool
+from engine.errors import ModelError
+from engine.models.base import run_layer
+from engine.models.heads import Classifier
+from engine.models.spec import FamilySpec
 
-BASE_PREFIX = "model"
-ARCHITECTURES = {"base": "T5GemmaEncoderModel", "text-classification": "T5GemmaForSequenceClassification",
-                 "token-classification": "T5GemmaForTokenClassification"}
-DEFAULT_POOLING = "mean"
-# The decoder and its LM head (encoder-decoder checkpoints) and other tasks' heads: skipped on load.
-IGNORED_KEYS = ("decoder.", "lm_head.", "score.")
+SPEC = FamilySpec(
+    model_type="t5gemma", name="T5Gemma", base_prefix="model",
+    architectures={"base": "T5GemmaEncoderModel", "text-classification": "T5GemmaForSequenceClassification",
+                   "token-classification": "T5GemmaForTokenClassification"},
+    presets={"batch_size": 8, "learning_rate": 3e-5, "max_length": 512},
+    default_pooling="mean",
+    # The decoder and its LM head (encoder-decoder checkpoints) and other tasks' heads: skipped on load.
+    ignored_keys=("decoder.", "lm_head.", "score."),
+    embedding_weights=("encoder.embed_tokens.",),
+)
 ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu_new": nn.gelu_approx, "gelu": nn.gelu,
                "silu": nn.silu, "relu": nn.relu}
 
@@ -181,39 +187,20 @@ class ClassificationHead(nn.Module):
         return self.out_proj(x)
 
 
-class ForSequenceClassification(TaskModel):
-    """HF scores every token and keeps the last non-pad one (pad found by id; here by the mask,
-    the same thing for tokenizer output). Pooling first gives the same logits for less work."""
-
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = ClassificationHead(args.hidden_size, num_labels)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(pool(self.model(input_ids, attention_mask), attention_mask, "lasttoken"))
+def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
+    """HF ``T5GemmaForSequenceClassification`` scores every token and keeps the last non-pad one (pad
+    found by id; here by the mask, the same thing for tokenizer output). Pooling first gives the same
+    logits for less work."""
+    return Classifier(SPEC.base_prefix, Model(args), "score", ClassificationHead(args.hidden_size, num_labels),
+                      pooling="lasttoken")
 
 
-class ForTokenClassification(TaskModel):
-    def __init__(self, args: ModelArgs, num_labels: int):
-        super().__init__()
-        self.model = Model(args)
-        self.score = ClassificationHead(args.hidden_size, num_labels)
-
-    @property
-    def backbone(self):
-        return self.model
-
-    def __call__(self, input_ids, attention_mask):
-        return self.score(self.model(input_ids, attention_mask))
+def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
+    """HF ``T5GemmaForTokenClassification``: ``score`` on every token."""
+    return Classifier(SPEC.base_prefix, Model(args), "score", ClassificationHead(args.hidden_size, num_labels))
 
 
-TASK_CLASSES = {"text-classification": ForSequenceClassification,
-                "token-classification": ForTokenClassification}
+TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier}
 
 
 def task_error(task: str, config: dict) -> str:
@@ -239,7 +226,7 @@ def configure(config: dict, bidirectional: bool | None = None, **overrides) -> d
 
 def sanitize(weights: dict) -> dict:
     """HF names are this file's names (``encoder.*`` or ``model.encoder.*``); nothing to rename.
-    Decoder / LM-head keys are left for IGNORED_KEYS to skip."""
+    Decoder / LM-head keys are left for SPEC.ignored_keys to skip."""
     return weights
 
 

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QGridLayout
 
 from raclate_app import memory, theme
 from raclate_app.forms import ADVANCED, BASIC, SettingsForm
-from raclate_app.model_info import FAMILY_NAMES, summarize
+from raclate_app.model_info import summarize
 from raclate_app.tasks import APP_TASKS
 from raclate_app.widgets.distributed import DistributedSection
 
@@ -225,7 +225,7 @@ class ModelPage(QWidget):
         if limit:
             values["max_length"] = min(values["max_length"], int(limit))
         self.basic.set_values(values)
-        name = FAMILY_NAMES.get(self.summary.model_type, self.summary.model_type)
+        name = self.summary.family_name
         self.preset_label.setText(
             f"<span style='color:{theme.hex_of(theme.muted_text())}'>{name} preset applied: batch size "
             f"{values['batch_size']}, learning rate {values['learning_rate']:.0e}, max length {values['max_length']}."

@@ -189,23 +189,16 @@ class TrainPage(QWidget):
         text = self.output_edit.text().strip()
         return Path(text).expanduser() if text else self.project.settings.new_output_dir(self.project.task_key)
 
-    def _config(self, output_dir: Path) -> dict:
-        config = self.project.run_config(output_dir)
-        training = config["training"]
-        from raclate_app.state import training_defaults
-        if training["logging_steps"] == training_defaults()["logging_steps"] and self.project.preview:
-            rows = (self.project.preview.num_rows or 0) * (1 - config["data"]["validation_split"])
-            steps = training["max_steps"] if training["max_steps"] > 0 else \
-                math.ceil(rows / training["batch_size"]) * training["num_train_epochs"]
-            if steps < 500:   # short runs: log every step or two so the plots have points
-                training["logging_steps"] = max(1, int(steps // 100))
-        return config
-
     def start(self) -> bool:
         if self.running or self.project.blocking_problem():
             return False
         output_dir = self._output_dir()
-        return self.start_config(self._config(output_dir), output_dir)
+        try:
+            config = self.project.run_config(output_dir)
+        except ValueError as exc:   # a setting the engine refuses (UsageError): say which, start nothing
+            self.on_supervisor_run_failed({"kind": "bad_input", "message": str(exc), "hint": ""})
+            return False
+        return self.start_config(config, output_dir)
 
     def start_config(self, config: dict, output_dir: Path, note: str = "") -> bool:
         """Run ``config`` (a run.json dict) in the child process; the Runs page resumes runs this way."""

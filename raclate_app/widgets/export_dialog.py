@@ -23,8 +23,8 @@ OFFLINE_WORDS = ("ConnectionError", "ConnectError", "Timeout", "OfflineModeIsEna
 
 def export_and_push(source: str, out: str, fmt: str, overwrite: bool, repo_id: str | None, private: bool,
                     token: str | None, progress) -> dict:
-    """engine.export.export_model, then engine.hub.push_folder; ``progress`` is asked between the steps."""
-    from engine.export import export_model
+    """engine.outputs.export.export_model, then engine.outputs.hub.push_folder; ``progress`` is asked between the steps."""
+    from engine.outputs.export import export_model
     steps = 2 if repo_id else 1
     progress(0, steps, "Writing the folder and reloading it to check it")
     result = export_model(source, out, fmt=fmt, overwrite=overwrite)
@@ -32,7 +32,7 @@ def export_and_push(source: str, out: str, fmt: str, overwrite: bool, repo_id: s
         if hub_token.offline():
             raise OSError("Offline mode is on (HF_HUB_OFFLINE), so nothing was pushed.")
         progress(1, steps, f"Pushing to {repo_id}")
-        from engine.hub import push_folder
+        from engine.outputs.hub import push_folder
         result["hub"] = push_folder(out, repo_id, private=private, token=token)
     progress(steps, steps, "Done")
     return result

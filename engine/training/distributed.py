@@ -8,7 +8,7 @@ the start (fresh or resumed) the other ranks take its weights, optimizer state, 
 position. Collectives must run in the same order on every rank: each method below that says
 "collective" is called at the same point of the run by all of them.
 
-A side channel of heartbeats (engine/heartbeat.py) ends every rank with a clear error when one
+A side channel of heartbeats (engine/training/heartbeat.py) ends every rank with a clear error when one
 dies, fails or hangs, instead of leaving the others blocked in an ``all_sum``.
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ import zlib
 
 import numpy as np
 
-import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
@@ -112,7 +111,7 @@ class World:
         seen = np.array(mx.distributed.all_gather(values[None], group=self.group)).reshape(self.size, -1)
         differ = [(name, r) for r in range(1, self.size) for i, name in enumerate(facts) if seen[r, i] != seen[0, i]]
         if differ:
-            from engine.trainer import TrainingError
+            from engine.errors import TrainingError
             what = ", ".join(sorted({name for name, _ in differ}))
             ranks = ", ".join(str(r) for r in sorted({r for _, r in differ}))
             raise TrainingError("bad_data", f"The processes of this distributed run disagree on: {what} "
@@ -126,7 +125,7 @@ class World:
         Rank 0 alone reads a checkpoint (the others may not even have the folder); a fresh run is
         shared too, so every rank starts from identical weights whatever its copy of the model.
         Returns ``saved`` on rank 0, and on the others what they need of it (or None)."""
-        from engine.checkpoint import restore_rng
+        from engine.training.checkpoint import restore_rng
         if self.size == 1:
             return saved
         trees = {"model": dict(tree_flatten(model.parameters())), "optimizer": dict(tree_flatten(optimizer.state))}
@@ -233,10 +232,6 @@ def share_cores(rank: int) -> None:
         pass
 
 
-def current_world() -> World | None:
-    return _ACTIVE
-
-
 def init_world(peer_timeout_s: float = 60.0, *, heartbeat: bool = True, fatal_handlers=()) -> World:
     """Join the run that ``mlx.launch`` started (idempotent). A process started alone is a world of one.
     ``fatal_handlers`` (kind, message, hint) run before the process ends on a lost peer, including a
@@ -244,7 +239,7 @@ def init_world(peer_timeout_s: float = 60.0, *, heartbeat: bool = True, fatal_ha
     global _ACTIVE
     if _ACTIVE is not None:
         return _ACTIVE
-    from engine.trainer import TrainingError
+    from engine.errors import TrainingError
     launched = any(os.environ.get(k) for k in ("MLX_RANK", "MLX_HOSTFILE", "OMPI_COMM_WORLD_RANK", "MLX_JACCL_COORDINATOR"))
     if not launched:
         _ACTIVE = World()   # `raclate train --distributed` on its own: one process, nothing to join
@@ -268,7 +263,7 @@ def init_world(peer_timeout_s: float = 60.0, *, heartbeat: bool = True, fatal_ha
     world.fatal_handlers = list(fatal_handlers)
     share_cores(world.rank)
     if world.size > 1 and heartbeat:
-        from engine.heartbeat import Heartbeat
+        from engine.training.heartbeat import Heartbeat
         world.heartbeat = Heartbeat(world.rank, world.size, peer_timeout_s, world.peer_lost)
         world.heartbeat.start(world, rank0_address())
     _ACTIVE = world

@@ -1,11 +1,12 @@
-"""`encode`: texts → vectors with a loaded model, batched by length."""
+"""`encode`: texts → vectors with a loaded model, batched by length (sentence-transformers' and
+PyLate's ``encode``)."""
 from __future__ import annotations
 
 import numpy as np
 
-import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 
+from engine.models import pylate
 from engine.models.heads import LateInteractionModel
 
 
@@ -74,7 +75,6 @@ def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | 
 
 
 def _encode_late(model, tokenizer, texts: list[str], batch_size: int, is_query: bool) -> list:
-    from engine.models import pylate
     config = model.info.colbert
     ids = pylate.token_ids(tokenizer, config)
     order = np.argsort([-len(t) for t in texts], kind="stable")

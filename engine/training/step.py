@@ -2,13 +2,12 @@
 and the compiled functions the Trainer calls (one full step, or grads + apply for accumulation)."""
 from __future__ import annotations
 
-import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
-from engine.schedules import make_schedule
+from engine.training.schedules import make_schedule
 
 
 def make_optimizer(args, total_steps: int, warmup_steps: int) -> optim.AdamW:
@@ -16,15 +15,6 @@ def make_optimizer(args, total_steps: int, warmup_steps: int) -> optim.AdamW:
     and without it the first few hundred steps run at several times the nominal learning rate."""
     schedule = make_schedule(args.lr_scheduler_type, args.learning_rate, total_steps, warmup_steps)
     return optim.AdamW(learning_rate=schedule, weight_decay=args.weight_decay, bias_correction=True)
-
-
-def assign_tree(dst, src) -> None:
-    """Copy the leaves of ``src`` into the containers of ``dst`` (same structure)."""
-    for key in (dst.keys() if isinstance(dst, dict) else range(len(dst))):
-        if isinstance(dst[key], (dict, list)):
-            assign_tree(dst[key], src[key])
-        else:
-            dst[key] = src[key]
 
 
 def global_norm(grads) -> mx.array:

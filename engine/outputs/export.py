@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 
 from engine.models.heads import EmbeddingModel, LateInteractionModel
-from engine.trainer import TrainingError
+from engine.errors import ExportError
+from engine.files import atomic_write, is_inside, sibling, swap_folder, write_json
+from engine.inference import load_for_task
+from engine.run_record import RUN_FILE, is_run_folder, write_run_record
 
 FORMATS = ("sentence-transformers", "pylate", "transformers")
-RUN_FILE = "raclate_run.json"
 COSINE_MIN = 0.9999     # embeddings: per row (per token for late interaction)
 LOGITS_ATOL = 1e-4      # logits: |Δ| ≤ 1e-4 · max(1, largest |logit|)
 SAMPLE_TEXTS = ("What is the capital of France?",
@@ -39,13 +39,6 @@ AUTO_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
                 "token-classification": "AutoModelForTokenClassification", "masked-lm": "AutoModelForMaskedLM"}
 
 
-class ExportError(TrainingError):
-    """An export that failed: a format that does not fit the model, or a self-check mismatch."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__("export", message, hint)
-
-
 # -- what a folder holds ------------------------------------------------------------------------
 def default_format(model) -> str:
     if isinstance(model, LateInteractionModel):
@@ -53,57 +46,19 @@ def default_format(model) -> str:
     return "sentence-transformers" if isinstance(model, EmbeddingModel) else "transformers"
 
 
-def read_run_record(root: Path) -> dict:
-    path = Path(root) / RUN_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def detect_task(root: Path) -> str:
-    """The task a model folder was made for: its run record, else its files."""
-    root = Path(root)
-    record = read_run_record(root)
-    if record.get("task"):
-        return record["task"]
-    if (root / "modules.json").exists():
-        return "sentence-similarity"
-    config_file = root / "config.json"
-    arch = (json.loads(config_file.read_text()).get("architectures") or [""])[0] if config_file.exists() else ""
-    for suffix, task in (("ForSequenceClassification", "text-classification"),
-                         ("ForTokenClassification", "token-classification"), ("ForMaskedLM", "masked-lm")):
-        if arch.endswith(suffix):
-            return task
-    return "feature-extraction"
-
-
-def load_for_task(source: str, task: str | None = None):
-    """(model, tokenizer, task, run record) of a model folder, Hub id or 'default'; the task is detected
-    when not given, and a late-interaction model is recognised from its files or its run record."""
-    from engine.models import load_model
-    from engine.models.base import normalize_task
-    from engine.models.loading import resolve_model_dir
-    root = resolve_model_dir(source)
-    record = read_run_record(root)
-    task = normalize_task(task or detect_task(root))
-    late = True if (record.get("training") or {}).get("use_late_interaction") else None
-    model, tokenizer = load_model(source, task, use_late_interaction=late)
-    return model, tokenizer, task, record
-
-
 # -- writing ------------------------------------------------------------------------------------
 def check_format(model, fmt: str) -> str:
     fmt = {"st": "sentence-transformers", "sentence_transformers": "sentence-transformers",
            "colbert": "pylate", "hf": "transformers"}.get(fmt, fmt)
     if fmt not in FORMATS:
-        raise ExportError(f"Unknown export format {fmt!r}.", f"Use one of: {', '.join(FORMATS)}.")
+        raise ExportError(f"Unknown export format {fmt!r}.", f"Use one of: {', '.join(FORMATS)}.", refused=True)
     natural = default_format(model)
     if fmt != natural and fmt != "transformers":
         what = {"pylate": "a late-interaction (ColBERT) model", "sentence-transformers": "a dense embedding model",
                 "transformers": f"a {model.info.task} model"}[natural]
         raise ExportError(f"This is {what}; it cannot be written in the {fmt} format.",
-                          f"Use --format {natural} (or --format transformers for the bare encoder / HF head).")
+                          f"Use --format {natural} (or --format transformers for the bare encoder / HF head).",
+                          refused=True)
     return fmt
 
 
@@ -118,7 +73,7 @@ def complete_config(model, tokenizer) -> None:
 
 def write_folder(model, tokenizer, out: Path, fmt: str) -> None:
     """config.json, model.safetensors, tokenizer files and the format's own files into ``out``."""
-    from engine.models.saving import hf_weights, write_json, write_safetensors
+    from engine.models.saving import hf_weights, write_safetensors
     out = Path(out)
     complete_config(model, tokenizer)
     if fmt == "transformers" and isinstance(model, (EmbeddingModel, LateInteractionModel)):
@@ -173,7 +128,7 @@ def _compare_vectors(ours, theirs, what: str) -> dict:
 
 
 def _check_sentence_transformers(model, tokenizer, out: Path, texts) -> dict:
-    from engine.embedding import encode
+    from engine.inference import encode
     ours = encode(model, tokenizer, texts)
     if _installed("torch", "sentence_transformers"):
         from sentence_transformers import SentenceTransformer
@@ -200,7 +155,7 @@ def _check_sentence_transformers(model, tokenizer, out: Path, texts) -> dict:
 
 
 def _check_pylate(model, tokenizer, out: Path, texts) -> dict:
-    from engine.embedding import encode
+    from engine.inference import encode
     if _installed("torch", "pylate"):
         from pylate import models
         ref = models.ColBERT(str(out), device="cpu")
@@ -226,7 +181,7 @@ def _check_pylate(model, tokenizer, out: Path, texts) -> dict:
 
 def _check_transformers(model, tokenizer, out: Path, texts) -> dict:
     task = model.info.task
-    from engine.embedding import max_length_of
+    from engine.inference import max_length_of
     limit = min(128, max_length_of(model, tokenizer))
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="np")
     ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
@@ -305,13 +260,14 @@ def self_check(model, tokenizer, out, fmt: str, texts=None) -> dict:
     return report
 
 
-def check_failed(report: dict, out) -> ExportError:
+def check_failed(report: dict, out, kept: bool = False) -> ExportError:
+    hint = ("The earlier folder there was kept as it was; nothing was replaced. Please report this with --debug output."
+            if kept else "The folder was written but does not reproduce this model. Please report it with --debug output.")
     return ExportError(
         f"Export self-check failed for {out}: reloaded with {report['reference']}, {report['compared']} differ "
         f"(max |Δ| = {report['max_abs_diff']:.3g}" + (f", min cosine {report['min_cosine']:.6f}"
                                                       if report.get("min_cosine") is not None else "")
-        + f"; needs {report['tolerance']})" + (f": {report['detail']}" if report.get("detail") else "") + ".",
-        "The folder was written but does not reproduce this model. Please report it with --debug output.")
+        + f"; needs {report['tolerance']})" + (f": {report['detail']}" if report.get("detail") else "") + ".", hint)
 
 
 def summary(report: dict) -> str:
@@ -324,8 +280,7 @@ def summary(report: dict) -> str:
 
 # -- the two entry points -----------------------------------------------------------------------
 def write_card(model, out: Path, fmt: str, record: dict, check: dict, name: str | None = None) -> None:
-    from engine.model_card import render_card
-    from engine.models.saving import atomic_write
+    from engine.outputs.model_card import render_card
     text = render_card(model, fmt, record, check, name=name)
     atomic_write(Path(out) / "README.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
@@ -333,7 +288,6 @@ def write_card(model, out: Path, fmt: str, record: dict, check: dict, name: str 
 def finish_output(model, tokenizer, out, record: dict, training_args=None) -> dict:
     """End of a training run (after the model and raclate_run.json are written): self-check, model
     card, the check in raclate_run.json, then the Hub push when asked. Raises on a mismatch."""
-    from engine.run import write_run_record
     out = Path(out)
     fmt = default_format(model)
     if model.info.config.get("pad_token_id") is None:
@@ -348,43 +302,71 @@ def finish_output(model, tokenizer, out, record: dict, training_args=None) -> di
     if not report["ok"]:
         raise check_failed(report, out)
     if hub_id:
-        from engine.hub import push_folder
+        from engine.outputs.hub import push_folder
         record["hub"] = push_folder(out, hub_id, private=bool(getattr(training_args, "hub_private", False)))
         write_run_record(out, record)
     return report
+
+
+def check_export_target(source: str, out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a --to that would lose something: a non-empty folder without
+    --overwrite, a folder this program did not write (no raclate_run.json), or the model being read
+    (or a folder holding it)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out} exists and is a file; nothing was written.", "Choose a new folder for --to.", refused=True)
+    from engine.models.loading import resolve_model_dir
+    src = Path(source).expanduser()
+    src = src if src.exists() else resolve_model_dir(source)
+    if is_inside(src, out):
+        raise ExportError(f"{out} holds the model being exported ({src}); nothing was written.",
+                          "Choose another --to folder.", refused=True)
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ExportError(f"{out} already exists and is not empty; nothing was written.",
+                          "Choose a new folder, or pass --overwrite to replace an earlier export or run there.", refused=True)
+    if not is_run_folder(out):
+        raise ExportError(f"{out} was not written by RACLATE (it has no {RUN_FILE}); nothing was deleted.",
+                          "--overwrite only replaces an earlier export or run. Choose a new folder for --to.", refused=True)
 
 
 def export_model(source: str, to, *, fmt: str | None = None, task: str | None = None,
                  push_to_hub: str | None = None, private: bool = False, overwrite: bool = False,
                  texts=None) -> dict:
     """Load ``source``, write it to ``to`` in ``fmt`` (default: the task's own library), self-check,
-    card, copy of raclate_run.json with the export added, optional push. Returns the report."""
-    out = Path(to)
+    card, copy of raclate_run.json with the export added, optional push. Returns the report.
+
+    The folder is written beside ``to`` and renamed into place when complete, so an existing export
+    that ``overwrite`` replaces stays whole until then, and a failed check never replaces it."""
+    out = Path(to).expanduser()
     token = None
     if push_to_hub:
-        from engine.hub import check_push
+        from engine.outputs.hub import check_push
         token = check_push(push_to_hub)  # before any work
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ExportError(f"{out} already exists and is not empty; nothing was written.",
-                              "Choose a new folder, or pass --overwrite to replace it.")
-        from engine.models.loading import resolve_model_dir
-        if out.resolve() == resolve_model_dir(source).resolve():
-            raise ExportError("The export folder is the model folder itself.", "Choose another --to folder.")
-        shutil.rmtree(out)
+    check_export_target(source, out, overwrite)
     model, tokenizer, task, record = load_for_task(source, task)
     fmt = check_format(model, fmt or default_format(model))
-    write_folder(model, tokenizer, out, fmt)
-    report = self_check(model, tokenizer, out, fmt, texts)
-    record = dict(record) if record else {"model": source, "task": task}
-    record.update(exported_from=str(source), export=report)
-    from engine.models.saving import write_json
-    write_json(out / RUN_FILE, record)
-    write_card(model, out, fmt, record, report, name=push_to_hub or out.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = sibling(out, "new")
+    try:
+        write_folder(model, tokenizer, staging, fmt)
+        report = self_check(model, tokenizer, staging, fmt, texts)
+        record = dict(record) if record else {"model": source, "task": task}
+        record.update(exported_from=str(source), export=report)
+        write_run_record(staging, record)
+        write_card(model, staging, fmt, record, report, name=push_to_hub or out.name)
+        if not report["ok"] and out.exists():
+            raise check_failed(report, out, kept=True)   # keep the earlier export: never replace it by a failed one
+        swap_folder(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     if not report["ok"]:
         raise check_failed(report, out)
     result = {"output_dir": str(out), "format": fmt, "task": task, "check": report}
     if push_to_hub:
-        from engine.hub import push_folder
+        from engine.outputs.hub import push_folder
         result["hub"] = push_folder(out, push_to_hub, private=private, token=token)
     return result

@@ -9,17 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.trainer import TrainingError
+from engine.errors import HubError
 
 # Never uploaded: checkpoints (optimizer state, large) and hidden temporary files.
 IGNORE_PATTERNS = ["checkpoints/*", "checkpoints/**", ".*", "**/.*"]
-
-
-class HubError(TrainingError):
-    """A push that cannot happen: no token, a bad repo id, or the Hub refused."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__("hub", message, hint)
 
 
 def make_api(token: str):

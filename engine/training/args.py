@@ -2,9 +2,13 @@
 from these fields and their help text)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import Field, asdict, dataclass, field, fields
 
 SCHEDULERS = ("linear", "cosine", "constant")
+# logging_steps = 0 (auto): every LOG_EVERY steps; a run shorter than LOG_EVERY × 50 steps logs every
+# total/100 steps (at least every step), so its curves still have points.
+LOG_EVERY = 10
 
 
 def arg(default, help: str, flag: str | None = None, cli: bool = True, **kw):
@@ -16,6 +20,11 @@ def arg(default, help: str, flag: str | None = None, cli: bool = True, **kw):
     if callable(default) and not isinstance(default, (int, float, str, bool)):
         return field(default_factory=default, metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
+
+
+def flag(f: Field) -> str:
+    """The CLI flag of a settings field: its own (``--lr``) or ``--field-name``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 @dataclass
@@ -37,7 +46,8 @@ class TrainingArgs:
     eval_steps: int = arg(0, "Evaluate every N steps (0 = before training and at the end only).")
     save_steps: int = arg(500, "Write a checkpoint every N steps (0 = only at the end).")
     save_total_limit: int = arg(2, "Keep at most this many checkpoints (the best one is always kept).")
-    logging_steps: int = arg(10, "Report loss and speed every N steps (the only host syncs in the loop).")
+    logging_steps: int = arg(0, "Report loss and speed every N steps (the only host syncs in the loop); 0 = auto: "
+                                f"every {LOG_EVERY}, more often on short runs.")
     seed: int = arg(42, "Seed for initialisation, data order and masking.")
     max_length: int = arg(256, "Maximum tokens per text; longer texts are truncated.")
     use_late_interaction: bool = arg(False, "Train a ColBERT-style late-interaction model (MaxSim).",
@@ -73,15 +83,27 @@ class TrainingArgs:
     def __post_init__(self):
         if self.lr_scheduler_type not in SCHEDULERS:
             raise ValueError(f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}, got {self.lr_scheduler_type!r}.")
-        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "pad_to_multiple_of", "max_length"):
+        for name in ("batch_size", "gradient_accumulation_steps", "pad_to_multiple_of", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.logging_steps < 0:
+            raise ValueError(f"logging_steps must be 0 (auto) or more, got {self.logging_steps}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.hub_model_id:
             self.push_to_hub = True
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the run: max_steps, else the epochs' worth."""
+        return self.max_steps if self.max_steps > 0 else max(1, math.ceil(self.num_train_epochs * steps_per_epoch))
+
+    def logging_interval(self, total_steps: int) -> int:
+        """Steps between two step events: logging_steps, or (0) the automatic interval for this run."""
+        if self.logging_steps:
+            return self.logging_steps
+        return LOG_EVERY if total_steps >= LOG_EVERY * 50 else max(1, total_steps // 100)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,8 +1,7 @@
-"""The training loop: tokenize, batch, step (the compiled step itself is in engine/train_step.py),
+"""The training loop: tokenize, batch, step (the compiled step itself is in engine/training/step.py),
 log, evaluate, keep the best model, checkpoint with exact resume, and report it all as events."""
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -12,24 +11,18 @@ import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from engine.checkpoint import find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
+from engine.training.checkpoint import find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from engine.data import LengthGroupedBatchSampler, normalize_task, tokenize_dataset
 from engine.data.collators import collator_for
 from engine.data.prefetch import Prefetcher
-from engine.distributed import World, fingerprint, init_world
+from engine.training.distributed import World, fingerprint, init_world
+from engine.errors import TrainingError
 from engine.events import make_event
+from engine.inference import collated_batches
 from engine.losses import auto_class_weights, select_loss
-from engine.schedules import warmup_steps_for
-from engine.train_step import accumulate, build_step, make_optimizer
-from engine.training_args import TrainingArgs
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on; ``kind`` ∈ bad_data | out_of_memory | bad_model | io | diverged."""
-
-    def __init__(self, kind: str, message: str, hint: str = ""):
-        super().__init__(message)
-        self.kind, self.hint = kind, hint
+from engine.training.schedules import warmup_steps_for
+from engine.training.step import accumulate, build_step, make_optimizer
+from engine.training.args import TrainingArgs
 
 
 class Trainer:
@@ -44,7 +37,7 @@ class Trainer:
         self.stop_requested = False
         self.history: list[dict] = []
         self.output_dir = Path(training_args.output_dir) if training_args.output_dir else None
-        # Data parallel (engine/distributed.py): this process's rank; rank 0 alone writes files and events.
+        # Data parallel (engine/training/distributed.py): this process's rank; rank 0 alone writes files and events.
         self.world = world or (init_world(training_args.peer_timeout) if training_args.distributed else World())
         if not self.world.is_main:
             self.output_dir = None
@@ -137,7 +130,8 @@ class Trainer:
         collator = self._collator(train_ds)
         k = a.gradient_accumulation_steps
         steps_per_epoch = max(1, len(sampler) // k)
-        total = a.max_steps if a.max_steps > 0 else max(1, math.ceil(a.num_train_epochs * steps_per_epoch))
+        total = a.total_steps(steps_per_epoch)
+        log_every = a.logging_interval(total)
         warmup = warmup_steps_for(total, a.warmup_steps, a.warmup_ratio)
 
         if a.freeze_embeddings:
@@ -213,7 +207,7 @@ class Trainer:
                 bad_streak += 1
                 self._skipped(step, loss, bad_streak)
 
-            if step % a.logging_steps == 0 or step == total:
+            if step % log_every == 0 or step == total:
                 self._log(step, total, optimizer, window, norm, steps_per_epoch)
             if evaluating and a.eval_steps > 0 and step % a.eval_steps == 0 and step < total:
                 last_eval = step
@@ -307,12 +301,9 @@ class Trainer:
         if hasattr(collator, "set_epoch"):  # the same masks at every evaluation, unlike training's
             collator.seed = self.args.seed + 1
         total, count, batches = 0.0, 0, []
-        order = np.argsort(self._lengths(ds), kind="stable")  # similar lengths together: less padding
-        for position, start in enumerate(range(0, len(ds), self.args.batch_size)):
-            idx = order[start:start + self.args.batch_size]
-            batch = self._collate(collator, ds, idx, position)
-            total += float(loss_fn(self.model, batch).item()) * len(idx)
-            count += len(idx)
+        for rows, batch in collated_batches(ds, collator, self.task, self.args.batch_size):  # as `raclate eval`
+            total += float(loss_fn(self.model, batch).item()) * rows
+            count += rows
             batches.append(batch)
         metrics = {"eval_loss": total / max(count, 1)}
         metrics.update(evaluate_batches(self.task, self.model, batches, self.label_info))

@@ -1,0 +1,186 @@
+"""`raclate train`: fine-tune a model. Flags come from the TrainingArgs / DatasetArgs fields (one source
+of truth); --config and the flags go through the same builder as the app (engine.training.config);
+events are JSON lines (--events), and a terminal shows a progress bar.
+
+Exit codes: 0 done (or stopped with a checkpoint), 2 bad input (flags, data, model), 1 a failure while
+training, 130 a second Ctrl+C."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from dataclasses import fields
+from pathlib import Path
+
+from engine.data.args import DatasetArgs
+from engine.data.mapping import parse_column_items
+from engine.errors import UsageError, exit_code
+from engine.events import JsonLineWriter, make_event
+from engine.tasks import ALIASES, task_names
+from engine.training.args import TrainingArgs, flag
+from engine.training.config import (DATA_FIELDS, TRAINING_FIELDS, RunConfig, build_run_config,
+                                    check_output_dir)
+from engine.training.distributed import init_world, launch_rank
+from engine.training.run import classify_error, train_run
+
+SETTINGS = frozenset({"model", "task"}) | TRAINING_FIELDS | DATA_FIELDS   # the flags that feed the builder
+
+
+def add_parser(sub) -> None:
+    train = sub.add_parser("train", help="Fine-tune a model on a dataset.",
+                           description="Fine-tune a model. The final model goes to --output; checkpoints "
+                                       "to OUTPUT/checkpoints.")
+    train.add_argument("--model", default=argparse.SUPPRESS,
+                       help="A model folder, a Hub id, or 'default' (the embedded all-MiniLM-L6-v2).")
+    train.add_argument("--task", default=argparse.SUPPRESS, help=f"One of: {', '.join(task_names())} "
+                       f"(aliases: {', '.join(a for a in ALIASES if '_' not in a)}).")
+    train.add_argument("--column", action="append", default=argparse.SUPPRESS, metavar="ROLE=NAME",
+                       help="Map a data column to a role (text, text_pair, negative, label, tokens, labels); repeatable.")
+    train.add_argument("--config", metavar="run.json", help="Settings file ({model, task, data:{...}, training:{...}}) "
+                                                            "or the same JSON inline; flags given on the command line win.")
+    train.add_argument("--events", metavar="FILE|-", help="Write JSON-line events to FILE or stdout ('-').")
+    train.add_argument("--overwrite", action="store_true", help="Replace an existing run in --output.")
+    train.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
+    _add_dataclass_flags(train, TrainingArgs, TRAINING_FIELDS)
+    _add_dataclass_flags(train, DatasetArgs, DATA_FIELDS - {"columns"})   # columns: --column
+    train.set_defaults(run=run_training)
+
+
+def _add_dataclass_flags(parser, cls, names) -> None:
+    """One flag per field (defaults stay with the dataclass: a flag not given is not set); bools are
+    switches, Optional[bool] too; help text from the field."""
+    for f in fields(cls):
+        if f.name not in names or not f.metadata.get("cli", True):
+            continue
+        help_text = f.metadata.get("help", "")
+        kind = str(f.type)
+        if f.name == "resume_from_checkpoint":
+            parser.add_argument(flag(f), dest=f.name, nargs="?", const="latest", default=argparse.SUPPRESS,
+                                metavar="PATH|latest", help=help_text + " Bare --resume means latest.")
+        elif kind.startswith("bool"):
+            parser.add_argument(flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            typ = int if kind.startswith("int") else float if kind.startswith("float") else str
+            parser.add_argument(flag(f), dest=f.name, type=typ, default=argparse.SUPPRESS,
+                                metavar=f.name.upper(), help=help_text)
+
+
+def read_config(text: str | None) -> dict:
+    """--config: a run.json file, or the same JSON inline (`raclate launch` passes it that way to
+    machines that lack the file)."""
+    if not text:
+        return {}
+    try:
+        return json.loads(text if text.lstrip().startswith("{") else Path(text).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"Could not read --config {text}: {exc}.") from None
+
+
+def resolve_train_config(ns: argparse.Namespace) -> RunConfig:
+    """--config, then the flags given (they win) → the run's config."""
+    given = {k: v for k, v in vars(ns).items() if k in SETTINGS}
+    if "column" in ns:
+        given["columns"] = parse_column_items(ns.column)
+    return build_run_config(read_config(ns.config), **given)
+
+
+class Progress:
+    """A tqdm bar on a terminal for step events; silent otherwise. The CLI's way of showing events."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+        name = event["event"]
+        if name == "run_started":
+            self.bar = tqdm(total=event["total_steps"], initial=event.get("resumed_from_step") or 0,
+                            unit="step", dynamic_ncols=True, file=sys.stderr)
+        elif name == "step" and self.bar is not None:
+            self.bar.update(event["step"] - self.bar.n)
+            if event.get("loss") is not None:
+                self.bar.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['learning_rate']:.2e}")
+        elif name == "eval" and self.bar is not None:
+            shown = {k: round(v, 4) for k, v in event["metrics"].items() if isinstance(v, (int, float))}
+            self.bar.write(f"eval @ step {event['step']}: {shown}")
+        elif name == "warning":
+            (self.bar.write if self.bar else lambda m: print(m, file=sys.stderr))(f"warning: {event['message']}")
+        elif name == "finished" and self.bar is not None:
+            self.bar.close()
+
+
+def run_training(ns) -> int:
+    """`raclate train` behind argparse: events to --events and the terminal, signals restored after."""
+    import datasets
+    datasets.disable_progress_bars()  # the CLI shows phases and its own bar, not one bar per map()
+    main = launch_rank() == 0   # in a distributed run only rank 0 writes events (and the other outputs)
+    writer = JsonLineWriter(ns.events) if ns.events and main else None
+    callbacks = ([writer] if writer else []) + [Progress(enabled=main and sys.stderr.isatty() and ns.events != "-")]
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _train_command(ns, writer, callbacks, previous)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if writer:
+            writer.close()
+
+
+def _train_command(ns, writer, callbacks, previous) -> int:
+    rank = launch_rank()
+    world = None
+
+    def fail(kind, message, hint, code, emitted=False):
+        if writer and not emitted:
+            writer(make_event("error", kind=kind, message=message, hint=hint))
+        if world is not None and not emitted:
+            world.fail(message)
+        where = f" (rank {rank})" if rank else ""
+        print(f"error{where}: {message}" + (f"\nhint: {hint}" if hint else ""), file=sys.stderr)
+        return code
+
+    def fatal(kind, message, hint):   # a peer lost while this process is stuck in a collective
+        if writer:
+            writer(make_event("error", kind=kind, message=message, hint=hint))
+
+    try:
+        if getattr(ns, "distributed", False):  # join first: a rank that fails below tells the others why
+            world = init_world(getattr(ns, "peer_timeout", TrainingArgs.peer_timeout), fatal_handlers=[fatal])
+        cfg = resolve_train_config(ns)
+        args = cfg.training
+        if args.distributed:
+            world = init_world(args.peer_timeout, fatal_handlers=[fatal])
+        if rank == 0:  # the other ranks never write the output folder (it may not exist on their machine)
+            check_output_dir(Path(args.output_dir), args.resume_from_checkpoint, ns.overwrite)
+    except UsageError as exc:
+        return fail("bad_input", str(exc), "", 2)
+    except Exception as exc:  # DataError from DatasetArgs validation, ...
+        if ns.debug:
+            traceback.print_exc()
+        return fail(*classify_error(exc), 2)
+
+    def install_stop(trainer):
+        def on_signal(signum, frame):
+            if trainer.stop_requested:  # a second Ctrl+C: stop now
+                raise KeyboardInterrupt
+            trainer.request_stop()  # finish the step, write a checkpoint, save the model
+        for sig in previous:
+            signal.signal(sig, on_signal)
+
+    try:
+        record = train_run(cfg, callbacks, overwrite=ns.overwrite, stop_handler=install_stop)
+    except BaseException as exc:
+        if ns.debug:
+            traceback.print_exc()
+        kind, message, hint = classify_error(exc)
+        code = 130 if isinstance(exc, KeyboardInterrupt) else exit_code(kind)
+        return fail(kind, message, hint, code, emitted=not isinstance(exc, KeyboardInterrupt))
+    if ns.events != "-" and rank == 0:
+        metrics = {k: round(v, 4) for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        print(f"{record['status']}: model saved to {args.output_dir}" + (f" — {metrics}" if metrics else ""))
+    return 0

@@ -1,0 +1,188 @@
+"""Evaluate a loaded model on a dataset with the task's metrics (``engine.metrics``), as training's
+evaluations compute them: `raclate eval`, the app's Evaluate page and the trainer share this.
+
+    load_eval_data(model, task, data | record=...)   -> (role-named Dataset, LabelInfo, task)
+    remap_labels(ds, label_info, model, task)        -> the data's label ids as the model's ids
+    eval_batches(model, tokenizer, task, ds, ...)    -> collated batches in length order
+    evaluate_dataset(model, tokenizer, task, ds, label_info) -> metrics
+    evaluate_retrieval(model, tokenizer, ds)         -> retrieval metrics with the worst queries
+    evaluate_file(model, tokenizer, task, data)      -> {task, rows, metrics}
+
+Long work takes ``progress(done, total, text)``, called between batches; it may raise to cancel.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+from engine.data import DatasetArgs, LabelInfo, load_dataset, tokenize_dataset
+from engine.data.args import text_roles_of
+from engine.data.collators import collator_for
+from engine.errors import UsageError
+from engine.inference.encode import max_length_of
+from engine.inference.loading import is_regression
+from engine.inference.search import no_progress, score_matrix
+from engine.metrics import evaluate_batches, per_query_metrics, retrieval_metrics, worst_queries
+from engine.models.pylate import ColBERTCollator
+from engine.tasks import TASKS
+
+# Tasks whose data labels are class names (text-classification, token-classification): the data's
+# ids must be matched to the model's.
+LABELLED_TASKS = tuple(name for name, t in TASKS.items() if {"label", "labels"} & set(t.required_roles))
+
+
+# -- data ----------------------------------------------------------------------------------------
+def load_eval_data(model, task: str, data: str | None = None, *, record: dict | None = None, columns=None,
+                   split=None, subset=None, max_rows=None, max_length=None):
+    """(role-named Dataset, LabelInfo, task) to evaluate ``model`` on: every row of ``data`` (a file,
+    folder or Hub id, its columns mapped by ``columns`` {role: column}), or, with no ``data``, the
+    validation split of the run ``record`` describes. ``max_rows`` keeps the first rows."""
+    regression = is_regression(model) if task == "text-classification" else None
+    if data is None:
+        settings = {k: v for k, v in ((record or {}).get("data") or {}).items() if k in DatasetArgs.__dataclass_fields__}
+        if not settings.get("data"):
+            raise UsageError("This model has no run record, so there is no validation split to use: choose a file.")
+        loaded = load_dataset(DatasetArgs(**settings))
+        ds = loaded.validation
+        if ds is None:
+            raise UsageError("The run trained without validation data (validation split 0 and no validation "
+                             "file): choose a file to evaluate on.")
+        if max_rows and len(ds) > max_rows:
+            ds = ds.select(range(max_rows))   # after the split, so that it stays the run's validation split
+        return ds, loaded.label_info, loaded.task
+    length = {"max_length": max(max_length, 2)} if max_length else {}
+    loaded = load_dataset(DatasetArgs(data=data, task_type=task, columns=dict(columns or {}), split=split,
+                                      subset=subset, validation_split=0.0, max_rows=max_rows,
+                                      is_regression=regression, **length))
+    return loaded.train, loaded.label_info, loaded.task
+
+
+def remap_labels(ds, data_info, model, task: str):
+    """Data label ids (the data's own sorted names) → the model's ids (its id2label); regression as is.
+    Returns (dataset, LabelInfo with the model's names)."""
+    if task == "text-classification" and is_regression(model):
+        return ds, LabelInfo(None, 1, True)
+    id2label = {int(k): v for k, v in model.info.config["id2label"].items()}
+    names = [id2label[i] for i in range(len(id2label))]
+    label2id = {v: k for k, v in id2label.items()}
+    lookup, unknown = {}, []
+    for data_id, name in enumerate(data_info.names or []):
+        if name in label2id:
+            lookup[data_id] = label2id[name]
+        elif name.lstrip("-").isdigit() and 0 <= int(name) < len(names):
+            lookup[data_id] = int(name)  # integer labels against LABEL_i names
+        else:
+            unknown.append(name)
+    if unknown:
+        raise UsageError(f"The data has labels the model does not know: {', '.join(unknown[:10])}. The model's labels "
+                         f"are: {', '.join(names[:20])}.")
+    if task == "token-classification":
+        def fn(b):
+            return {"labels": [[lookup.get(t, -100) if t >= 0 else t for t in row] for row in b["labels"]]}
+    else:
+        def fn(b):
+            return {"label": [lookup[v] for v in b["label"]]}
+    return ds.map(fn, batched=True, desc="Matching labels"), LabelInfo(names, len(names), False)
+
+
+# -- batches -------------------------------------------------------------------------------------
+def token_lengths(tokenized) -> np.ndarray:
+    """Each row's length in tokens: its longest text column."""
+    cols = [c for c in tokenized.column_names if c.endswith("input_ids")]
+    per_col = [np.fromiter((len(x) for x in tokenized[c]), dtype=np.int64, count=len(tokenized)) for c in cols]
+    return np.max(np.stack(per_col), axis=0)
+
+
+def collated_batches(tokenized, collator, task: str, batch_size: int) -> Iterator[tuple[int, dict]]:
+    """(rows, collated batch) over every row of ``tokenized`` in length order: similar lengths share a
+    batch, so there is less padding. Masked LM draws its masks from the batch's position."""
+    order = np.argsort(token_lengths(tokenized), kind="stable")
+    for position, start in enumerate(range(0, len(tokenized), batch_size)):
+        picked = tokenized[[int(i) for i in order[start:start + batch_size]]]
+        rows = [{k: v[i] for k, v in picked.items()} for i in range(len(next(iter(picked.values()))))]
+        yield len(rows), collator(rows, position=position) if task == "masked-lm" else collator(rows)
+
+
+def eval_batches(model, tokenizer, task: str, ds, batch_size: int, max_length: int, seed: int = 0) -> Iterator[dict]:
+    """``ds`` (role-named) tokenized and collated for ``task`` in length order, as the trainer evaluates."""
+    tokenized = tokenize_dataset(ds, tokenizer, task, max_length)
+    if task == "sentence-similarity" and model.info.colbert:   # PyLate's query/document format
+        collator = ColBERTCollator(tokenizer, model.info.colbert, max_length=max_length)
+    else:
+        kw = {"pad_to_multiple_of": 8}
+        if task == "text-classification":
+            kw["is_regression"] = is_regression(model)
+        if task == "masked-lm":
+            kw["seed"] = seed
+        collator = collator_for(task, tokenizer, **kw)
+    for _, batch in collated_batches(tokenized, collator, task, batch_size):
+        yield batch
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def evaluate_dataset(model, tokenizer, task: str, ds, label_info, *, batch_size: int = 32, max_length=None,
+                     progress=None) -> dict:
+    """The task's metrics of ``model`` on role-named ``ds``; class labels are matched to the model's
+    by name first (:func:`remap_labels`)."""
+    progress = progress or no_progress
+    if task in LABELLED_TASKS:
+        ds, label_info = remap_labels(ds, label_info, model, task)
+    max_length = max(max_length or max_length_of(model, tokenizer), 2)
+    total = math.ceil(len(ds) / batch_size)
+    model.eval()
+
+    def tracked():
+        for i, batch in enumerate(eval_batches(model, tokenizer, task, ds, batch_size, max_length)):
+            progress(i, total, "Evaluating")
+            yield batch
+    metrics = evaluate_batches(task, model, tracked(), label_info)
+    progress(total, total, "Evaluating")
+    return metrics
+
+
+def evaluate_retrieval(model, tokenizer, ds, *, progress=None, worst: int = 20, top: int = 5) -> dict:
+    """Retrieval metrics of an embedding model on text pairs (negatives optional) with the evaluator's
+    protocol (engine.metrics.evaluate): queries are the distinct anchors, the corpus the distinct
+    positives and negatives, a query's relevant documents the positives of its rows. Also the
+    ``worst`` queries (each with its ``top`` retrieved documents) and the median rank of the right
+    document: {metrics, queries, corpus, worst, median_gold_rank}."""
+    roles = text_roles_of(ds.column_names)
+    queries, docs, q_index, d_index, relevant = [], [], {}, {}, []
+    columns = {r: ds[r] for r in roles}
+    for row in range(len(ds)):
+        q = str(columns["text"][row])
+        if q not in q_index:
+            q_index[q] = len(queries)
+            queries.append(q)
+            relevant.append(set())
+        for role in roles[1:]:
+            d = str(columns[role][row])
+            if d not in d_index:
+                d_index[d] = len(docs)
+                docs.append(d)
+        relevant[q_index[q]].add(d_index[str(columns["text_pair"][row])])
+    model.eval()
+    scores = score_matrix(model, tokenizer, queries, docs, progress)   # (Q, C)
+    ranks = per_query_metrics(scores, relevant)["gold_rank"]
+    listed = []
+    for item in worst_queries(scores, relevant, k=top, n=worst):
+        i = item["query"]
+        gold = sorted(relevant[i], key=lambda j: -scores[i, j])[0]   # the best-ranked relevant document
+        listed.append({"query": queries[i], "gold": docs[gold], "gold_rank": item["gold_rank"],
+                       "gold_score": float(scores[i, gold]),
+                       "retrieved": [{"text": docs[j], "score": float(scores[i, j]), "relevant": j in relevant[i]}
+                                     for j in item["top"]]})
+    return {"metrics": retrieval_metrics(scores, relevant), "queries": len(queries), "corpus": len(docs),
+            "worst": listed, "median_gold_rank": float(np.median(ranks[ranks > 0])) if (ranks > 0).any() else None}
+
+
+def evaluate_file(model, tokenizer, task: str, data: str, *, columns=None, split=None, subset=None, max_rows=None,
+                  batch_size: int = 32, max_length: int | None = None) -> dict:
+    """Metrics of a loaded model on every row of a data file (what `raclate eval` prints): {task, rows, metrics}."""
+    max_length = max_length or max_length_of(model, tokenizer)
+    ds, info, data_task = load_eval_data(model, task, data, columns=columns, split=split, subset=subset,
+                                         max_rows=max_rows, max_length=max_length)
+    metrics = evaluate_dataset(model, tokenizer, data_task, ds, info, batch_size=batch_size, max_length=max_length)
+    return {"task": data_task, "rows": len(ds), "metrics": metrics}

@@ -1,0 +1,1 @@
+"""What a run leaves behind: export with a self-check (`export`), the model card, Hub upload."""
