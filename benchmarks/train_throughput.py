@@ -14,8 +14,9 @@ row twice in a batch). Peers: sentence-transformers' trainer (MNRL) and the tran
 Same for all: AdamW lr 5e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0.01, linear schedule with 10%
 warmup, clip 1.0, seed. Differences by design: the peers draw random batches padded to their longest,
 ours length-grouped batches padded to a multiple of 8; the peers tokenize in the data loader, ours once
-before training; MiniLM's PyTorch forward applies dropout 0.1 (ModernBERT's default dropout is 0),
-ours none.
+before training. Dropout: both sides train with each model's config values (MiniLM 0.1 hidden, attention
+and classifier dropout; the small ModernBERT 0), each drawing its own masks; the header says which. Kinds
+``peer-nodrop`` / ``ours-nodrop`` run either side with dropout 0.
 
 Columns: examples/s over the steps after ``--warmup`` (first compilations, caches); "vs peer"; peak RSS
 of the process; final loss = mean of the last 10 steps' training losses (each trainer's own batches, so
@@ -48,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo"
 LR, WEIGHT_DECAY, WARMUP = 5e-5, 0.01, 0.1
-# "peer-nodrop": the PyTorch peer with dropout off, as this trainer's models run (BERT's config has 0.1).
+# "peer-nodrop": the PyTorch peer with dropout off, like "ours-nodrop" (--dropout 0); BERT's config has 0.1.
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
 
 
@@ -118,7 +119,13 @@ def label_names(task) -> list[str]:
 
 
 # -- the children --------------------------------------------------------------------------------
-def child_ours(task, model_path, a, compile_, group_by_length=True):
+def dropout_of(model_path) -> dict:
+    """The dropout keys of a model's config.json, as both sides read them."""
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    return {k: v for k, v in config.items() if "dropout" in k}
+
+
+def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None):
     import numpy as np
     from datasets import Dataset
     import mlx.core as mx
@@ -128,13 +135,14 @@ def child_ours(task, model_path, a, compile_, group_by_length=True):
     from engine.training.trainer import Trainer
     from engine.training.args import TrainingArgs
     rows, names, label_info = rows_for(task), label_names(task), None
+    override = {} if dropout is None else {"dropout": dropout}  # an older --base-root engine has no such setting
     mx.random.seed(a.seed)  # a new classifier head's initial weights follow the seed (as `raclate train`)
     if task == "clf":
         rows = [{"text": r["text"], "label": names.index(r["label"])} for r in rows]
         label_info = LabelInfo(names=names, num_labels=len(names), is_regression=False)
-        model, tok = load_model(model_path, "text-classification", id2label=names)
+        model, tok = load_model(model_path, "text-classification", id2label=names, **override)
     else:
-        model, tok = load_model(model_path, "sentence-similarity")
+        model, tok = load_model(model_path, "sentence-similarity", **override)
     times, losses = [], []
 
     def on_event(e):
@@ -144,7 +152,8 @@ def child_ours(task, model_path, a, compile_, group_by_length=True):
 
     args = TrainingArgs(output_dir="", batch_size=a.batch_size, max_steps=a.steps, learning_rate=LR,
                         weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP, logging_steps=1, save_steps=0,
-                        max_length=a.max_length, compile=compile_, seed=a.seed, group_by_length=group_by_length)
+                        max_length=a.max_length, compile=compile_, seed=a.seed, group_by_length=group_by_length,
+                        **override)
     task_type = "text-classification" if task == "clf" else "sentence-similarity"
     start = time.perf_counter()
     Trainer(model, tok, task_type, args, Dataset.from_list(rows), callbacks=[on_event], label_info=label_info).train()
@@ -235,7 +244,8 @@ def child(a):
     else:
         import engine  # noqa: F401
         times, losses, train_s, metrics = child_ours(task, model_path, a, compile_=(kind != "ours-eager"),
-                                                     group_by_length=(kind != "ours-random"))
+                                                     group_by_length=(kind != "ours-random"),
+                                                     dropout=0.0 if kind == "ours-nodrop" else None)
     w = a.warmup
     rate = a.batch_size * (len(times) - 1 - w) / (times[-1] - times[w]) if len(times) > w + 1 else float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
@@ -276,9 +286,9 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--only", default="mnrl,clf,mbert-mnrl,mbert-clf")
-    ap.add_argument("--kinds", default="peer,peer-nodrop,ours,ours-eager",
-                    help="Also: ours-random (group_by_length off), ours-plain-kernels. peer-nodrop runs for MiniLM only "
-                         "(ModernBERT's dropout is 0 already).")
+    ap.add_argument("--kinds", default="peer,ours,ours-eager",
+                    help="Also: ours-random (group_by_length off), ours-plain-kernels, peer-nodrop and ours-nodrop "
+                         "(dropout 0 on either side; MiniLM only: ModernBERT's dropout is 0 already).")
     ap.add_argument("--seeds", default="0", help="Comma-separated seeds; each row runs once per seed.")
     ap.add_argument("--base-root", help="Also run the engine of this checkout (PYTHONPATH), compiled, as 'base'.")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -295,6 +305,10 @@ def main():
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     print(f"{machine()}; batch {a.batch_size}, max length {a.max_length}, {a.steps} steps ({a.warmup} untimed), "
           f"seeds {a.seeds}", flush=True)
+    from engine.defaults import default_model_dir
+    models = {"MiniLM-L6": default_model_dir(), "ModernBERT-small": mbert}
+    print("dropout, peer and ours alike (each model's config; the -nodrop kinds: 0): "
+          + "; ".join(f"{name} {dropout_of(path) or 'none'}" for name, path in models.items() if path), flush=True)
     print(f"{'row':<52} {'examples/s':>10} {'vs peer':>8} {'peak RSS':>9} {'final loss':>10} {'train s':>8}  held-out")
     for row in wanted:
         task = row.split("-")[-1]
@@ -312,7 +326,7 @@ def main():
                 run_child(CHILD_KIND.get(kind, kind), task, model, seeds[0], a, child_envs[kind], steps=20)
         for seed in seeds:
             for kind in kinds:
-                if kind == "peer-nodrop" and row.startswith("mbert"):
+                if kind in ("peer-nodrop", "ours-nodrop") and row.startswith("mbert"):
                     continue
                 r = run_child(CHILD_KIND.get(kind, kind), task, model, seed, a, child_envs[kind])
                 if r is not None:
@@ -320,7 +334,7 @@ def main():
         mean = lambda kind, f: statistics.mean(f(r) for r in results[kind])
         peer = mean("peer", lambda r: r["examples_per_s"]) if "peer" in results else None
         names = {"peer": peer_name[task], "peer-nodrop": peer_name[task] + " (dropout 0)",
-                 "ours": "RACLATE (compiled)", "ours-eager": "RACLATE (eager)",
+                 "ours": "RACLATE (compiled)", "ours-eager": "RACLATE (eager)", "ours-nodrop": "RACLATE (dropout 0)",
                  "ours-random": "RACLATE (random batches)",
                  "ours-plain-kernels": "RACLATE (unvectorised kernels)",
                  "base": "RACLATE (--base-root)"}

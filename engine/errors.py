@@ -8,6 +8,8 @@ failure during the work; **130** = interrupted. ``classify_error`` turns any exc
 from __future__ import annotations
 
 import errno
+import shutil
+from pathlib import Path
 
 # Kinds whose cause is the user's input: the run never started or cannot start as asked.
 BAD_INPUT_KINDS = frozenset({"bad_input", "bad_data", "bad_model", "hub", "bad_config", "export_refused"})
@@ -70,6 +72,40 @@ class HubError(TrainingError):
         super().__init__("hub", message, hint)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl+C that stopped a run at once; ``training`` says whether training had begun (before it,
+    nothing was saved and there is nothing to resume)."""
+
+    def __init__(self, training: bool):
+        super().__init__()
+        self.training = training
+
+
+def write_failed(exc: BaseException) -> bool:
+    """A write that failed for want of space: ENOSPC / EDQUOT, or MLX's ``RuntimeError("[write] Unable
+    to write …")``, which gives no reason (a full disk is by far the likeliest)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, RuntimeError) and str(exc).startswith("[write]")
+
+
+def disk_full(folder, needed: int, what: str, exc: BaseException) -> TrainingError:
+    """The error for ``what`` (e.g. "checkpoint step-0000010") that could not be written in ``folder``:
+    the folder, the space it needs and the space left there."""
+    try:
+        free = f"{_megabytes(shutil.disk_usage(Path(folder)).free)} is free there"
+    except OSError:
+        free = "the free space could not be read"
+    return TrainingError("io", f"The disk is full: {what} could not be written in {folder} ({exc}). It needs about "
+                               f"{_megabytes(needed)}; {free}.",
+                         "Free some space or choose an --output on another disk. Completed checkpoints are intact: "
+                         "continue with --resume latest.")
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
 def location(file: str | None, row: int | None, column: str | None, row_label: str = "row") -> str:
     """"train.csv, line 4, column 'label'" — the parts that are known."""
     parts = []
@@ -90,6 +126,8 @@ def classify_error(exc: BaseException) -> tuple[str, str, str]:
     if isinstance(exc, UsageError):
         return "bad_input", text, ""
     if isinstance(exc, KeyboardInterrupt):
+        if not getattr(exc, "training", True):
+            return "stopped", "Stopped before training started; nothing was saved.", ""
         return ("stopped", "Stopped at once (a second Ctrl+C) without a final checkpoint.",
                 "The last completed checkpoint is intact: continue with --resume latest.")
     if isinstance(exc, DataError):
@@ -101,7 +139,7 @@ def classify_error(exc: BaseException) -> tuple[str, str, str]:
         return ("out_of_memory", f"Ran out of memory: {text}",
                 "Lower --batch-size (use --grad-accum to keep the effective batch), lower --max-length, "
                 "or pass --grad-checkpoint.")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if write_failed(exc):
         return "io", f"The disk is full: {text}", "Free some space or choose an --output on another disk; " \
                                                   "completed checkpoints are intact."
     if isinstance(exc, OSError):

@@ -1,11 +1,19 @@
 """Writing files so that nothing is ever half-written: each file goes to a temporary name in the
-same folder and is renamed into place. Ground floor: imports nothing of the engine."""
+same folder and is renamed into place; folders are swapped by rename, and an output folder is locked
+while a run writes it. Ground floor: imports nothing of the engine."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+# Inside a locked folder; it stays after the run (the lock is a flock on it, which the kernel drops when
+# its process dies, so a killed run leaves no stale lock) and holds the pid of its last holder.
+LOCK_FILE = ".raclate.lock"
 
 
 def _umask() -> int:
@@ -59,7 +67,6 @@ def swap_folder(new: Path, target: Path) -> None:
     """Put the finished folder ``new`` at ``target`` by rename. An existing ``target`` is moved aside
     first and removed only once ``new`` is in place, so a failure at any point leaves one of the two
     whole at ``target``. Callers decide beforehand whether ``target`` may be replaced."""
-    import shutil
     new, target = Path(new), Path(target)
     old = None
     if target.exists():
@@ -79,3 +86,40 @@ def is_inside(path: Path, folder: Path) -> bool:
     """True when ``path`` is ``folder`` or lies below it (links resolved)."""
     path, folder = Path(path).resolve(), Path(folder).resolve()
     return path == folder or folder in path.parents
+
+
+def folder_size(path: Path) -> int:
+    """Bytes in the files below ``path`` (0 when it is gone)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def lock_folder(folder: Path) -> FileLock | None:
+    """Hold ``folder``'s lock (the folder must exist): the held lock, or None when another process
+    holds it. The pid goes into the lock file, for ``lock_holder``; ``release()`` when done."""
+    lock = FileLock(Path(folder) / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    Path(lock.lock_file).write_text(f"{os.getpid()}\n")
+    return lock
+
+
+def lock_holder(folder: Path) -> str | None:
+    """"pid 1234" when another process holds ``folder``'s lock, else None. Never creates the lock file."""
+    path = Path(folder) / LOCK_FILE
+    if not path.is_file():
+        return None
+    try:
+        probe = FileLock(path)
+        probe.acquire(timeout=0)
+    except Timeout:
+        try:
+            pid = path.read_text().strip()
+        except OSError:
+            pid = ""
+        return f"pid {pid}" if pid.isdigit() else "another process"
+    except OSError:
+        return None   # cannot be opened for writing (a read-only folder): nothing writes there either
+    probe.release()
+    return None

@@ -1,5 +1,6 @@
 """The one owner of ``raclate_run.json``: the record every run and export writes into its output
 folder (config, status, metrics, history, self-check, versions), and how a reader tells its status.
+A run may carry a ``name`` the user gave it (shown instead of its folder's name).
 
 A record still saying ``running`` whose process is gone on this host is a crashed run: the record
 holds ``pid``, ``host`` and ``started`` for that.
@@ -10,6 +11,7 @@ import os
 import platform
 from pathlib import Path
 
+from engine.errors import UsageError
 from engine.files import read_json, write_json
 
 RUN_FILE = "raclate_run.json"
@@ -31,6 +33,29 @@ def read_run_record(folder) -> dict:
 
 def write_run_record(folder, record: dict) -> None:
     write_json(run_file(folder), record)
+
+
+def run_name(folder, record: dict | None = None) -> str:
+    """The name the user gave the run in ``folder``, else the folder's name."""
+    record = read_run_record(folder) if record is None else record
+    return str(record.get("name") or "").strip() or Path(folder).name
+
+
+def set_run_name(folder, name: str | None) -> dict:
+    """Name the run in ``folder`` (blank: no name, its folder's name shows); returns the new record.
+    A running run is refused: it rewrites its record when it ends, which would drop the name."""
+    record = read_run_record(folder)
+    if not record:
+        raise UsageError(f"{folder} is not a run folder (it has no {RUN_FILE}).")
+    if effective_status(record) == "running":
+        raise UsageError(f"{Path(folder).name} is still running: rename it when it has ended.")
+    name = " ".join((name or "").split())   # one line: the name shows in tables and titles
+    if name:
+        record["name"] = name
+    else:
+        record.pop("name", None)
+    write_run_record(folder, record)
+    return record
 
 
 def versions() -> dict:

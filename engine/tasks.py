@@ -47,7 +47,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          *_SIMILARITY_ROLES, _EMBEDDING_LOSSES, "transformers", "AutoModel", "feature-extraction",
          embedding=True, trains_as="sentence-similarity"),
     Task("text-classification", "Classification", ("classification", "text_classification", "sequence-classification"),
-         ("text", "label"), ("text_pair",), ("cross_entropy", "mse"), "transformers",
+         ("text", "label"), ("text_pair",), ("cross_entropy", "mse", "bce"), "transformers",
          "AutoModelForSequenceClassification", "text-classification"),
     Task("masked-lm", "Masked language model", ("masked_lm", "fill-mask", "mlm"),
          ("text",), (), ("token_cross_entropy",), "transformers", "AutoModelForMaskedLM", "fill-mask"),

@@ -1,8 +1,11 @@
-"""The engine calls the pages run off the GUI thread: validation of a mapping, tokenizer loading and
-"what the model sees". Qt-free; each function is a plain call a worker thread can run."""
+"""The engine calls the pages run off the GUI thread: validation of a mapping (a quick check of the
+first rows, then the full check), tokenizer loading and "what the model sees". Qt-free; each function
+is a plain call a worker thread can run."""
 from __future__ import annotations
 
-import contextlib
+import copy
+import dataclasses
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -13,6 +16,9 @@ from engine.data.validation import Finding
 # tokenizer at once fail ("Already borrowed"), so every use from a worker holds this lock.
 TOKENIZER_LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
+SAMPLE_ROWS = 2000   # rows of the quick check that lets training start while the full check goes on
+# What the first rows cannot tell about the whole file (a file sorted by class starts with one class).
+WHOLE_FILE_FINDINGS = ("single_class", "all_texts_empty", "no_labels")
 
 
 def import_transformers() -> None:
@@ -29,6 +35,8 @@ class CheckResult:
     columns: dict[str, str] = field(default_factory=dict)   # role → column, as the engine resolved it
     label_names: list[str] | None = None
     is_regression: bool = False
+    sample: bool = False            # only the first SAMPLE_ROWS rows (of each file) were checked
+    rows: int | None = None         # rows of the data trained on as read (exact after a full check)
 
 
 def finding_from_error(err: Exception) -> Finding:
@@ -39,22 +47,45 @@ def finding_from_error(err: Exception) -> Finding:
                    "Check the file, or copy the diagnostics (Help menu) into a report.")
 
 
-def check_data(args: DatasetArgs, tokenizer=None) -> CheckResult:
+def detected_encoding(err: Exception) -> str | None:
+    """The encoding a DataError about undecodable bytes names as the file's likely one (its fix says
+    "--encoding cp1252"); None for any other error."""
+    if isinstance(err, DataError) and err.code == "bad_encoding":
+        found = re.search(r"--encoding (\S+)", err.fix or "")
+        return found.group(1) if found else None
+    return None
+
+
+def check_data(args: DatasetArgs, tokenizer=None, progress=None) -> CheckResult:
     """Everything `raclate train` would check before training, as a report (never raises for bad data).
 
     Uses the engine's own load_dataset, so what the page shows is exactly what the run will meet.
+    The tokenizer is copied first: a long check then holds no lock that "what the model sees" waits
+    for. ``progress(done, total)`` follows the token count; an exception it raises (Cancel) ends the check.
     """
     import_transformers()
+    if tokenizer is not None:
+        with TOKENIZER_LOCK:
+            tokenizer = copy.deepcopy(tokenizer)
     try:
-        with TOKENIZER_LOCK if tokenizer is not None else contextlib.nullcontext():
-            loaded = load_dataset(args, tokenizer, strict=False)   # counts and lengths survive a fatal finding
+        # strict=False: counts and lengths survive a fatal finding
+        loaded = load_dataset(args, tokenizer, strict=False, progress=progress)
     except DataError as err:
         findings = list(err.findings) or [finding_from_error(err)]
         return CheckResult(Report(findings=findings))
     except (OSError, ValueError) as err:
         return CheckResult(Report(findings=[finding_from_error(err)]))
     info = loaded.label_info
-    return CheckResult(loaded.report, dict(loaded.columns), info.names, info.is_regression)
+    return CheckResult(loaded.report, dict(loaded.columns), info.names, info.is_regression, rows=loaded.rows_read)
+
+
+def check_sample(args: DatasetArgs, tokenizer=None) -> CheckResult:
+    """check_data on the first SAMPLE_ROWS rows: seconds on any file, so Start need not wait for the full
+    check. Fatal findings about the whole file are left to the full check (the sample cannot know)."""
+    result = check_data(dataclasses.replace(args, max_rows=min(args.max_rows or SAMPLE_ROWS, SAMPLE_ROWS)), tokenizer)
+    report = result.report
+    report.findings = [f for f in report.findings if not (f.severity == "fatal" and f.code in WHOLE_FILE_FINDINGS)]
+    return dataclasses.replace(result, sample=True, rows=None)
 
 
 def load_tokenizer(model: str):

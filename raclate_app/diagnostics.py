@@ -26,7 +26,7 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    from raclate_app.memory import human_bytes, machine_memory
+    from engine.models.memory import human_bytes, machine_memory
     available, source = machine_memory()
     return {"machine": platform.machine(), "processor": platform.processor() or "", "cpus": os.cpu_count(),
             "memory": f"{human_bytes(available)} ({source})", "executable": sys.executable}

@@ -20,6 +20,9 @@ from engine.tasks import get_task, training_task
 from raclate_app.runs import app_task_key
 
 
+MISCLASSIFIED = 50   # wrong predictions a classifier's evaluation lists, worst first
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """A model the user picked: a run's final model (``checkpoint`` None), one of its checkpoints,
@@ -106,13 +109,14 @@ class EvalSet:
 
 def evaluate(loaded: Loaded, ds, info, progress=no_progress, batch_size: int = 32) -> dict:
     """{task, task_key, rows, metrics, ...} of ``loaded`` on role-named ``ds``: what ``raclate eval``
-    computes, and for retrieval also the worst queries (engine.inference.evaluate_retrieval)."""
+    computes, for retrieval also the worst queries (engine.inference.evaluate_retrieval), for a
+    classifier also its misclassified rows (metrics["misclassified"])."""
     model, tokenizer = loaded.model, loaded.tokenizer
     if loaded.task == "sentence-similarity" and "label" not in ds.column_names:
         result = inference.evaluate_retrieval(model, tokenizer, ds, progress=progress)
     else:
-        result = {"metrics": inference.evaluate_dataset(model, tokenizer, loaded.task, ds, info,
-                                                        batch_size=batch_size, progress=progress)}
+        result = {"metrics": inference.evaluate_dataset(model, tokenizer, loaded.task, ds, info, batch_size=batch_size,
+                                                        progress=progress, examples=MISCLASSIFIED)}
     return {"task": loaded.task, "task_key": loaded.task_key, "rows": len(ds), **result}
 
 

@@ -1,14 +1,17 @@
 """Settings forms built from the TrainingArgs dataclass: each field's type picks its editor, its
 default is the editor's start value and its ``metadata["help"]`` is the tooltip. There is no
-second table of defaults here, only labels and sensible editor ranges."""
+second table of defaults here, only labels and sensible editor ranges.
+
+An optional number (``float | None``: None is the model config's own value) gets a "use the model's
+value" check box beside its spin box; an optional text (``str | None``) a line edit, empty = None."""
 from __future__ import annotations
 
 import math
 from dataclasses import MISSING, Field, fields
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox,
-                               QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QSpinBox, QWidget)
 
 from engine.training.args import SCHEDULERS, TrainingArgs, flag
 
@@ -19,18 +22,20 @@ LABELS = {
     "warmup_steps": "Warmup steps", "freeze_embeddings": "Freeze embeddings", "eval_steps": "Evaluate every (steps)",
     "save_steps": "Checkpoint every (steps)", "seed": "Seed", "max_steps": "Max steps", "weight_decay": "Weight decay",
     "logging_steps": "Log every (steps)", "max_grad_norm": "Gradient clipping", "save_total_limit": "Checkpoints kept",
-    "group_by_length": "Group batches by length",
+    "group_by_length": "Group batches by length", "dropout": "Dropout", "query_prompt": "Query prompt",
+    "document_prompt": "Document prompt",
 }
 BASIC = ("num_train_epochs", "batch_size", "learning_rate", "max_length")
 ADVANCED = ("gradient_accumulation_steps", "grad_checkpoint", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
             "freeze_embeddings", "group_by_length", "eval_steps", "save_steps", "seed", "max_steps", "weight_decay",
-            "max_grad_norm", "logging_steps", "save_total_limit")
+            "max_grad_norm", "logging_steps", "save_total_limit", "dropout", "query_prompt", "document_prompt")
 RANGES = {  # editor limits (not defaults): (minimum, maximum, step, decimals)
     "num_train_epochs": (0.1, 1000, 0.5, 2), "batch_size": (1, 4096, 1, 0), "max_length": (8, 32768, 32, 0),
     "gradient_accumulation_steps": (1, 1024, 1, 0), "warmup_ratio": (0.0, 0.99, 0.01, 2),
     "warmup_steps": (0, 1_000_000, 10, 0), "eval_steps": (0, 1_000_000, 50, 0), "save_steps": (0, 1_000_000, 50, 0),
     "seed": (0, 2 ** 31 - 1, 1, 0), "max_steps": (-1, 10_000_000, 10, 0), "weight_decay": (0.0, 1.0, 0.01, 3),
     "max_grad_norm": (0.0, 100.0, 0.1, 2), "logging_steps": (0, 100_000, 1, 0), "save_total_limit": (1, 100, 1, 0),
+    "dropout": (0.0, 0.95, 0.05, 2),
 }
 CHOICES = {"lr_scheduler_type": SCHEDULERS}
 SPECIAL = {"max_steps": "use epochs", "eval_steps": "start and end", "save_steps": "only at the end",
@@ -78,6 +83,55 @@ class SciSpinBox(QDoubleSpinBox):
         self.setValue(self.value() * math.pow(2.0, steps))
 
 
+class OptionalNumber(QWidget):
+    """A number the model may keep: checked "use the model's value" is None; unchecked, the spin box's value."""
+    value_changed = Signal()
+
+    def __init__(self, spin: QSpinBox | QDoubleSpinBox, parent=None):
+        super().__init__(parent)
+        self.spin = spin
+        self.use_model = QCheckBox("use the model's value")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.use_model)
+        layout.addWidget(spin)
+        self.set_value(None)
+        self.use_model.toggled.connect(self.on_use_model_toggled)
+        spin.valueChanged.connect(self.value_changed)
+
+    def value(self):
+        return None if self.use_model.isChecked() else self.spin.value()
+
+    def set_value(self, value) -> None:
+        self.use_model.setChecked(value is None)
+        self.spin.setEnabled(value is not None)
+        if value is not None:
+            self.spin.setValue(value)
+
+    def on_use_model_toggled(self, on: bool) -> None:
+        self.spin.setEnabled(not on)
+        self.value_changed.emit()
+
+
+class TextEditor(QLineEdit):
+    """Optional text: empty is None; spaces are kept (a prompt such as "query: " ends in one)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent, placeholderText="(none)")
+
+
+def _spin_box(name: str, kind: str) -> QSpinBox | QDoubleSpinBox:
+    lo, hi, step, decimals = RANGES.get(name, (0, 10 ** 9, 1, 0 if kind.startswith("int") else 4))
+    box = QSpinBox() if kind.startswith("int") else QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    if isinstance(box, QDoubleSpinBox):
+        box.setDecimals(decimals)
+    if name in SPECIAL:
+        box.setSpecialValueText(SPECIAL[name])
+    return box
+
+
 def editor_for(f: Field) -> QWidget:
     kind = str(f.type).replace(" ", "")
     default = default_of(f)
@@ -95,16 +149,17 @@ def editor_for(f: Field) -> QWidget:
         box = SciSpinBox()
         box.setValue(default)
         return box
+    if kind.startswith(("int", "float")) and kind.endswith("|None"):
+        box = OptionalNumber(_spin_box(f.name, kind))
+        box.set_value(default)
+        return box
     if kind.startswith(("int", "float")):
-        lo, hi, step, decimals = RANGES.get(f.name, (0, 10 ** 9, 1, 0 if kind.startswith("int") else 4))
-        box = QSpinBox() if kind.startswith("int") else QDoubleSpinBox()
-        box.setRange(lo, hi)
-        box.setSingleStep(step)
-        if isinstance(box, QDoubleSpinBox):
-            box.setDecimals(decimals)
-        if f.name in SPECIAL:
-            box.setSpecialValueText(SPECIAL[f.name])
+        box = _spin_box(f.name, kind)
         box.setValue(default)
+        return box
+    if kind == "str|None":
+        box = TextEditor()
+        box.setText(default or "")
         return box
     return QLineEdit(placeholderText="(empty)")
 
@@ -118,6 +173,10 @@ def read_editor(w: QWidget):
         return int(w.value())
     if isinstance(w, QDoubleSpinBox):
         return float(w.value())
+    if isinstance(w, OptionalNumber):
+        return w.value()
+    if isinstance(w, TextEditor):
+        return w.text() or None
     return w.text().strip() or None
 
 
@@ -129,6 +188,8 @@ def write_editor(w: QWidget, value) -> None:
         w.setChecked(bool(value))
     elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
         w.setValue(value)
+    elif isinstance(w, OptionalNumber):
+        w.set_value(value)
     else:
         w.setText("" if value is None else str(value))
     w.blockSignals(False)
@@ -148,7 +209,7 @@ class SettingsForm(QWidget):
             editor = editor_for(f)
             editor.setObjectName(f"setting:{name}")
             editor.setToolTip(f.metadata.get("help", ""))
-            editor.setMinimumWidth(120)
+            editor.setMinimumWidth(240 if isinstance(editor, TextEditor) else 120)   # room for a prompt
             label = QLabel(label_of(name))
             label.setToolTip(f.metadata.get("help", ""))
             label.setBuddy(editor)
@@ -156,7 +217,8 @@ class SettingsForm(QWidget):
             self.editors[name] = editor
             signal = (editor.currentIndexChanged if isinstance(editor, QComboBox) else
                       editor.toggled if isinstance(editor, QCheckBox) else
-                      editor.valueChanged if isinstance(editor, (QSpinBox, QDoubleSpinBox)) else editor.editingFinished)
+                      editor.valueChanged if isinstance(editor, (QSpinBox, QDoubleSpinBox)) else
+                      editor.value_changed if isinstance(editor, OptionalNumber) else editor.editingFinished)
             signal.connect(self._emit)
 
     def values(self) -> dict:

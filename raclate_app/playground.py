@@ -3,13 +3,15 @@ adapters over the engine's inference library (engine/inference/): each takes a
 :class:`raclate_app.evaluation.Loaded` model and says what to type when the input is empty."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from engine import inference
 from engine.data import preview
 from engine.data.mapping import resolve_columns
 from raclate_app.evaluation import Loaded
 from raclate_app.runs import role_mapping
 
-MAX_CORPUS = 2000
+MAX_CORPUS = 100_000   # documents one search reads (encoded once, then searched by blocked products)
 
 
 def classify(loaded: Loaded, text: str, pair: str | None = None) -> dict:
@@ -34,14 +36,19 @@ def tag(loaded: Loaded, text: str) -> dict:
     return inference.tag_text(loaded.model, loaded.tokenizer, text)
 
 
-def search(loaded: Loaded, query: str, corpus: list[str], top_k: int = 20, progress=None) -> dict:
-    """Rank ``corpus`` for ``query``: {"results": [{rank, index, text, score}], "late": bool}."""
+def search(loaded: Loaded, query: str, corpus: list[str], top_k: int = 20, progress=None, index=None) -> dict:
+    """Rank ``corpus`` for ``query``: {"results": [{rank, index, text, score}], "late": bool, "index"}.
+    ``index``: the last answer's (engine.inference.CorpusIndex), reused when it holds these documents
+    encoded by this model, so a new query does not encode the corpus again."""
     query = query.strip()
     docs = [d for d in (str(c).strip() for c in corpus) if d][:MAX_CORPUS]
     if not query or not docs:
         raise ValueError("Type a query and give a corpus (one document per line).")
-    (results,) = inference.search(loaded.model, loaded.tokenizer, [query], docs, top_k, progress)
-    return {"query": query, "late": loaded.task_key == "late-interaction", "corpus": len(docs), "results": results}
+    if index is None or index.model is not loaded.model or index.texts != docs:
+        index = inference.build_index(loaded.model, loaded.tokenizer, docs, progress)
+    (results,) = inference.search_index(loaded.model, loaded.tokenizer, index, [query], top_k)
+    return {"query": query, "late": loaded.task_key == "late-interaction", "corpus": len(docs), "results": results,
+            "index": index}
 
 
 def maxsim_map(loaded: Loaded, query: str, document: str) -> dict:
@@ -58,3 +65,22 @@ def data_corpus(record: dict, limit: int = 200) -> list[str]:
     explicit = {r: c for r, c in role_mapping(data).items() if c in pv.columns}
     columns = resolve_columns(pv.columns, record.get("task") or "sentence-similarity", explicit)
     return inference.corpus_from_rows(pv.rows, columns, limit)
+
+
+def pair_input(record: dict) -> bool | None:
+    """Whether a run's classifier reads a second text: its data's text_pair role, mapped or guessed
+    from the data file's columns as training guessed it; None when unknown (no record, file gone)."""
+    data = record.get("data") or {}
+    explicit = role_mapping(data)
+    if "text_pair" in explicit:
+        return True
+    if "text_pair" in (data.get("columns") or {}):   # left unmapped on purpose
+        return False
+    if not data.get("data") or not Path(data["data"]).exists():   # a Hub dataset: not fetched for this
+        return None
+    try:
+        pv = preview(data["data"], 1, subset=data.get("subset"), split=data.get("split"))
+        known = {r: c for r, c in explicit.items() if c in pv.columns}
+        return "text_pair" in resolve_columns(pv.columns, record.get("task") or "text-classification", known)
+    except (OSError, ValueError):   # an unreadable file or a mapping it no longer fits
+        return None

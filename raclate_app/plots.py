@@ -2,6 +2,8 @@
 
 Each curve is created once; events append to numpy buffers; a QTimer redraws dirty curves with
 setData every 100 ms (never per event). Clip-to-view and peak downsampling keep long runs cheap.
+Legends are text rows beside the plots (never over the curves), step axes tick at whole steps,
+bounded metrics keep their axis inside their bounds, and a plot without data says what it waits for.
 """
 from __future__ import annotations
 
@@ -17,6 +19,19 @@ from raclate_app import theme
 
 REDRAW_MS = 100
 SMOOTHING = 0.9   # EMA weight of the past, with bias correction (as TensorBoard's smoothing)
+UNIT_METRICS = ("accuracy", "f1", "precision", "recall", "ndcg", "mrr", "map")   # words of metrics in [0, 1]
+CORRELATIONS = ("pearson", "spearman")                                          # in [-1, 1]
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range a metric cannot leave (engine.metrics names: macro_f1, recall@5, spearman_cosine …);
+    None for unbounded ones (mse, mae, perplexity)."""
+    words = name.removeprefix("eval_").split("@")[0].split("_")
+    if any(w in CORRELATIONS for w in words):
+        return -1.0, 1.0
+    if any(w in UNIT_METRICS for w in words):
+        return 0.0, 1.0
+    return None
 
 
 class Series:
@@ -46,14 +61,51 @@ class Series:
         self.n = 0
 
 
+class StepAxis(pg.AxisItem):
+    """An axis of training steps: ticks at whole steps only (never at step 0.5)."""
+
+    def tickSpacing(self, minVal, maxVal, size):
+        levels = [(spacing, offset) for spacing, offset in super().tickSpacing(minVal, maxVal, size) if spacing >= 1]
+        return levels or [(1.0, 0.0)]
+
+
+class Plot(pg.PlotWidget):
+    """A plot over steps that shows ``empty_text`` instead of bare axes while it has no data."""
+    empty_label = None   # pyqtgraph resizes the view inside its own __init__, before the label exists
+
+    def __init__(self, title: str, empty_text: str):
+        super().__init__(title=title, axisItems={"bottom": StepAxis("bottom")})
+        self.getPlotItem().setLabel("bottom", "step")   # before set_empty: setting a label shows its axis
+        self.empty_label = QLabel(empty_text, self, alignment=Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.set_empty(True)
+
+    def set_empty(self, empty: bool) -> None:
+        self.empty = empty
+        item = self.getPlotItem()
+        for axis in ("left", "bottom"):
+            item.showAxis(axis, not empty)
+        self.empty_label.setVisible(empty)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.empty_label is not None:
+            self.empty_label.setGeometry(self.rect())
+
+
+def _legend_html(entries) -> str:
+    """A one-line legend: a coloured dash before each name."""
+    return " &nbsp; ".join(f"<span style='color:{color}'>━</span> {name}" for name, color in entries)
+
+
 class LivePlots(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         pg.setConfigOptions(antialias=True)
         self.log_scale = QCheckBox("Log scale (loss)")
-        self.loss_plot = pg.PlotWidget(title="Loss")
-        self.lr_plot = pg.PlotWidget(title="Learning rate")
-        self.eval_plot = pg.PlotWidget(title="Evaluation metrics")
+        self.loss_plot = Plot("Loss", "Waiting for the first step…")
+        self.lr_plot = Plot("Learning rate", "Waiting for the first step…")
+        self.eval_plot = Plot("Evaluation metrics", "No evaluation yet")
         self.plots = (self.loss_plot, self.lr_plot, self.eval_plot)
         for plot in self.plots:
             item = plot.getPlotItem()
@@ -61,17 +113,17 @@ class LivePlots(QWidget):
             item.setDownsampling(auto=True, mode="peak")
             # no grid: pyqtgraph's alpha-blended grid costs ~10x the rest of a repaint (measured
             # ~14 ms vs ~1.5 ms per plot offscreen), which alone would break the 50 ms GUI budget
-            item.setLabel("bottom", "step")
             item.getAxis("left").setWidth(64)   # a fixed width: new tick labels never re-lay the plot out
             item.enableAutoRange(y=False)       # y ranges grow in steps (see _fit_y), not every frame
             plot.setMinimumHeight(110)
-        text = self.palette().color(QPalette.ColorRole.Text)
-        self.loss_plot.addLegend(offset=(-10, 10), labelTextColor=text)    # loss falls: top right stays free
-        # metrics get a wrapped text legend above their plot: there can be many, and an in-plot legend
-        # would cover the curves (and it is cheaper to repaint)
+        # legends are text rows beside their plot: an in-plot legend covers the curves (and a label is
+        # cheaper to repaint); the metrics' row wraps, as there can be many
+        self.loss_legend = QLabel(_legend_html((name, theme.curve_color(i)) for name, i in
+                                               (("loss", 0), ("smoothed", 1), ("eval loss", 3))))
         self.metric_legend = QLabel()
-        self.metric_legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.metric_legend.setTextFormat(Qt.TextFormat.RichText)
+        for legend in (self.loss_legend, self.metric_legend):
+            legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+            legend.setTextFormat(Qt.TextFormat.RichText)
         self.series = {"loss": Series(), "smooth": Series(), "lr": Series(), "eval_loss": Series()}
         self.curves = {
             "loss": self.loss_plot.plot(name="loss", pen=pg.mkPen(theme.curve_color(0), width=1.2)),
@@ -96,7 +148,7 @@ class LivePlots(QWidget):
         self.timer.start()
         self.log_scale.toggled.connect(self.on_log_scale_toggled)
         top = QHBoxLayout()
-        top.addStretch()
+        top.addWidget(self.loss_legend, 1)
         top.addWidget(self.log_scale)
         row = QHBoxLayout()
         row.addWidget(self.lr_plot)
@@ -216,22 +268,36 @@ class LivePlots(QWidget):
                     self._metric_colors[name] = color
                 self.metric_curves[name].setVisible(True)
             if self._new_metrics[:2]:
-                self.metric_legend.setText(" &nbsp; ".join(
-                    f"<span style='color:{self._metric_colors[n]}'>━</span> {n}" for n in self.metric_series
-                    if n in self.metric_curves))
+                self.metric_legend.setText(_legend_html((n, self._metric_colors[n]) for n in self.metric_series
+                                                        if n in self.metric_curves))
             del self._new_metrics[:2]
             series = list(self.metric_series.values())
             for name, values in self.metric_series.items():
                 if name in self.metric_curves:
                     self.metric_curves[name].setData(values.x, values.y)
                     _mark_lone_point(self.metric_curves[name], values)
-        self._fit_y(plot, series)
+        empty = not any(s.n for s in series)
+        if plot.empty != empty:   # the axes appear with the first point (one re-layout)
+            plot.set_empty(empty)
+        self._fit_y(plot, series, self._y_bounds(key))
         if not (key == "eval" and self._new_metrics):
             self._dirty.discard(key)
 
-    def _fit_y(self, plot, series: list[Series]) -> None:
+    def _y_bounds(self, key: str) -> tuple[float | None, float | None]:
+        """Values a plot's y axis need not go past: a learning rate is never negative; metrics stay in
+        their common bounds when they all have some (accuracy, F1, ndcg … in [0, 1])."""
+        if key == "lr":
+            return 0.0, None
+        if key == "eval" and self.metric_series:
+            bounds = [metric_bounds(name) for name in self.metric_series]
+            if all(bounds):
+                return min(b[0] for b in bounds), max(b[1] for b in bounds)
+        return None, None
+
+    def _fit_y(self, plot, series: list[Series], bounds: tuple[float | None, float | None] = (None, None)) -> None:
         """Change the y range only when the data leaves it or fills less than a third of it: every
-        range change regenerates the axis (the costliest part of a repaint), so it should be rare."""
+        range change regenerates the axis (the costliest part of a repaint), so it should be rare.
+        The padding around the data never crosses ``bounds``."""
         values = [s.y for s in series if s.n]
         item = plot.getPlotItem()
         if not values or (plot is self.loss_plot and self.log_scale.isChecked()):
@@ -242,7 +308,12 @@ class LivePlots(QWidget):
         if lo >= cur_lo and hi <= cur_hi and span >= (cur_hi - cur_lo) / 3:
             return
         pad = 0.1 * span if span > 0 else max(abs(hi) * 0.1, 1e-12)
-        item.setYRange(lo - pad, hi + pad, padding=0)
+        low, high = lo - pad, hi + pad
+        if bounds[0] is not None:
+            low = max(low, min(bounds[0], lo))
+        if bounds[1] is not None:
+            high = min(high, max(bounds[1], hi))
+        item.setYRange(low, high, padding=0)
 
     def curve_data(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """What a curve holds now (for tests): the x and y arrays of its last setData."""
@@ -261,21 +332,7 @@ class LivePlots(QWidget):
                 item.getAxis(axis).setPen(pg.mkPen(fg))
                 item.getAxis(axis).setTextPen(pg.mkPen(fg))
             item.titleLabel.setText(item.titleLabel.text, color=theme.hex_of(fg))
-            self._style_legend(plot)
-
-    def _style_legend(self, plot) -> None:
-        legend = plot.getPlotItem().legend
-        if legend is None:
-            return
-        pal = self.palette()
-        bg = pal.color(QPalette.ColorRole.Base)
-        bg.setAlpha(210)   # lines stay visible behind the legend
-        legend.setBrush(pg.mkBrush(bg))
-        legend.setPen(pg.mkPen(pal.color(QPalette.ColorRole.Mid)))
-        legend.setLabelTextColor(pal.color(QPalette.ColorRole.Text))
-        for _sample, label in legend.items:   # labels keep the colour they were made with: redo them
-            label.setText(label.text, color=theme.hex_of(pal.color(QPalette.ColorRole.Text)))
-        legend.setVisible(bool(legend.items))
+            plot.empty_label.setStyleSheet(f"color:{theme.hex_of(theme.muted_text(pal))}")
 
     def changeEvent(self, event) -> None:
         if event.type() == QEvent.Type.PaletteChange:

@@ -1,25 +1,29 @@
 """The runs on disk, as the Runs, Evaluate and Playground pages see them. Qt-free.
 
 A run is an output folder with a ``raclate_run.json`` (engine/training/run.py): config, status, final metrics
-and the history of step/eval events; its checkpoints are ``checkpoints/step-*`` folders whose
-``trainer_state.json`` holds the step and the last evaluation. A record still saying "running"
-whose process is gone (the machine slept, the app was killed) is shown as crashed.
+and the history of step/eval events, and the name the user gave it; its checkpoints are
+``checkpoints/step-*`` folders whose ``trainer_state.json`` holds the step and the last evaluation.
+A record still saying "running" whose process is gone (the machine slept, the app was killed) is
+shown as crashed.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from engine.run_record import RUN_FILE, effective_status, read_run_record
+from engine.run_record import RUN_FILE, effective_status, is_run_folder, read_run_record, run_name
 from engine.training.checkpoint import checkpoint_dirs
+from raclate_app.tasks import get_task
 
 # The metric that sums a run up, per app task (the first one present is shown).
 MAIN_METRICS = {"sentence-similarity": ("ndcg@10", "spearman_cosine"), "late-interaction": ("ndcg@10", "spearman_cosine"),
                 "classification": ("accuracy", "macro_f1"), "regression": ("spearman", "pearson"),
                 "token-classification": ("f1",), "masked-lm": ("perplexity",)}
+# The date filter of the Runs page: (title, days back; None = any date).
+DATE_RANGES = (("Any date", None), ("Today", 0), ("Last 7 days", 7), ("Last 30 days", 30))
 # Settings worth a glance in the table; the rest is in the details.
 KEY_SETTINGS = (("num_train_epochs", "epochs", "{:g}"), ("max_steps", "max steps", "{}"), ("batch_size", "batch", "{}"),
                 ("learning_rate", "lr", "{:.0e}"), ("max_length", "max len", "{}"))
@@ -44,7 +48,12 @@ class RunInfo:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The name the user gave the run, else its folder's name."""
+        return run_name(self.path, self.record)
+
+    @property
+    def named(self) -> bool:
+        return self.name != self.path.name
 
     @property
     def started(self) -> datetime | None:
@@ -110,6 +119,36 @@ class RunInfo:
 
     def checkpoints(self) -> list[Checkpoint]:
         return self.checkpoint_list
+
+
+def deletable(run: RunInfo) -> str | None:
+    """Why ``run``'s folder must not go to the trash (None: it may): only a folder this program wrote
+    (it still holds raclate_run.json) and no run that is training now."""
+    if not is_run_folder(run.path):
+        return f"{run.path} has no {RUN_FILE} (any more): it is not a run folder, so it is left alone."
+    if effective_status(read_run_record(run.path)) == "running":
+        return f"{run.name} is still training: stop it on the Train page first."
+    return None
+
+
+def since(days: int | None, now: datetime | None = None) -> datetime | None:
+    """The start of a date filter: midnight ``days`` days back (0: today); None for any date."""
+    if days is None:
+        return None
+    now = now or datetime.now()
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+
+
+def matches(run: RunInfo, text: str = "", task_key: str | None = None, after: datetime | None = None) -> bool:
+    """Whether ``run`` passes the Runs page's filter: every word of ``text`` in its name, folder, model,
+    data or task (any case), its app task ``task_key``, started at or after ``after``."""
+    if task_key and run.task_key != task_key:
+        return False
+    if after is not None and (run.started is None or run.started < after):
+        return False
+    haystack = " ".join((run.name, run.path.name, run.model, run.data,
+                         str((run.record.get("data") or {}).get("data") or ""), get_task(run.task_key).title)).lower()
+    return all(word in haystack for word in text.lower().split())
 
 
 def run_roots(settings) -> list[Path]:

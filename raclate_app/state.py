@@ -1,6 +1,13 @@
-"""Project: what the user has chosen so far (data, mapping, task, model, settings) and the
-background work that follows from it (preview, validation, tokenizer). Pages read and change it;
-it never blocks the GUI thread: every engine call goes through the Worker."""
+"""Project: the one app state — what the user has chosen so far (data, encoding, mapping, task, model,
+settings) and the background work that follows from it (preview, validation, tokenizer). Every page
+reads and changes it; it never blocks the GUI thread: every engine call goes through the Worker.
+
+The task follows the data: each file opened gets the task its columns fit (engine suggest_tasks), and
+when several fit, the choices with their reasons (``choices``) for the Data page to ask.
+
+Big data is checked twice: the first SAMPLE_ROWS rows (seconds; training may start once they pass),
+then every row in the background (``full_checking``). A fatal problem only the full check finds
+makes ``data_refused`` say so, so that a run started meanwhile stops before it trains."""
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
@@ -8,16 +15,17 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.data import DataError, DatasetArgs, preview
+from engine.data import DataError, DatasetArgs, Finding, Report, preview
 from engine.data.args import base_role
 from engine.defaults import RESOURCES_DIR
 from engine.training.args import TrainingArgs
 from engine.training.config import build_run_config
-from raclate_app.checks import CheckResult, check_data, finding_from_error, load_tokenizer
+from raclate_app.checks import (SAMPLE_ROWS, CheckResult, check_data, check_sample, detected_encoding,
+                                finding_from_error, load_tokenizer)
 from raclate_app.settings import AppSettings
-from raclate_app.tasks import DEFAULT_TASK, IGNORE, engine_columns, get_task, guess_mapping, missing_roles, \
-    suggest_task
-from raclate_app.workers import Worker
+from raclate_app.tasks import (DEFAULT_TASK, IGNORE, TaskChoice, engine_columns, get_task, guess_mapping,
+                               missing_roles, role_title, task_choices)
+from raclate_app.workers import Progress, Worker
 
 DEMO_FILE = RESOURCES_DIR / "demo" / "pairs.jsonl"
 PREVIEW_ROWS = 200
@@ -34,7 +42,8 @@ def training_defaults() -> dict:
 
 
 class Project(QObject):
-    source_changed = Signal()
+    source_opening = Signal(str)        # a file, folder or Hub id is being read
+    source_changed = Signal()           # read (or, after a failure, unloaded: preview is None)
     source_failed = Signal(object)      # the exception (DataError says file, row and fix)
     task_changed = Signal(str)
     mapping_changed = Signal()
@@ -43,6 +52,8 @@ class Project(QObject):
     training_changed = Signal()
     validation_started = Signal()
     report_changed = Signal()
+    check_progressed = Signal(int, int)  # the full check's rows measured so far, of all
+    data_refused = Signal(str, object)  # a fatal problem the full check found after the sample passed; the data args
     tokenizer_changed = Signal()
     notice = Signal(str)                # one-line status-bar messages
 
@@ -57,13 +68,21 @@ class Project(QObject):
         self.validation_split = 0.1
         self.preview = None
         self.loading_source = ""
-        self.task_key = self.settings.get("task/last", DEFAULT_TASK)
+        self.failed_source: tuple[str, str | None, str | None] | None = None   # the last open that failed
+        self.encoding: str | None = None    # text encoding of the data (None: UTF-8)
+        self.encoding_error: DataError | None = None   # why it was chosen without the user: the file is not UTF-8
+        self.task_key = get_task(self.settings.get("task/last", DEFAULT_TASK)).key
+        self.choices: list[TaskChoice] = []   # the tasks the data fits, best first, with their reasons
         self.mapping: dict[str, str] = {}
         self.model = self.settings.get("model/last", "default")
         self.training: dict = {}
         self.keep_settings_for: str | None = None   # a duplicated run's model: its preset must not apply
         self.check: CheckResult | None = None
         self.validating = False
+        self.full_checking = False   # the sample passed (or not) and every row is being checked
+        self.check_progress = (0, 0)   # (rows measured, rows) of the full check
+        self._full_progress: Progress | None = None   # the full check's progress; cancel() ends it
+        self._checks = 0   # counts data changes: a check that finishes after one is about other data
         self.tokenizer = None
         self.tokenizer_model: str | None = None
         self.tokenizer_error: Exception | None = None
@@ -90,18 +109,42 @@ class Project(QObject):
     def engine_columns(self) -> dict[str, str]:
         return engine_columns(self.mapping, self.columns)
 
+    def choice_for(self, key: str) -> TaskChoice | None:
+        """The suggestion behind task ``key`` (late interaction reads the data as sentence similarity)."""
+        key = "sentence-similarity" if key == "late-interaction" else key
+        return next((c for c in self.choices if c.key == key), None)
+
     # -- data ----------------------------------------------------------------------------------------
-    def open_source(self, path_or_id: str, subset: str | None = None, split: str | None = None) -> None:
-        """Preview a file, folder or Hub dataset off the GUI thread; source_changed when it is in."""
+    def open_source(self, path_or_id: str, subset: str | None = None, split: str | None = None,
+                    encoding: str | None = None) -> None:
+        """Preview a file, folder or Hub dataset off the GUI thread; source_changed when it is in, or
+        source_changed (unloaded) and source_failed when it cannot be read."""
         path_or_id = str(path_or_id).strip()
         if not path_or_id:
             return
-        self.loading_source = path_or_id
         self.eval_file = None   # a validation file belongs to the data it came with
-        self.notice.emit(f"Opening {path_or_id} …")
-        self.worker.submit("preview", preview, path_or_id, PREVIEW_ROWS, subset=subset or None, split=split or None,
-                           on_done=lambda pv: self._on_preview(pv, path_or_id, subset, split),
-                           on_error=self._on_preview_failed)
+        self.encoding, self.encoding_error = encoding or None, None
+        self._read(path_or_id, subset, split)
+
+    def set_encoding(self, encoding: str | None) -> None:
+        """Read the data again in ``encoding`` (None: UTF-8, or the detected encoding when it is not)."""
+        encoding = encoding or None
+        if encoding == self.encoding and self.preview is not None:
+            return
+        self.encoding, self.encoding_error = encoding, None
+        target = (self.source, self.subset, self.split) if self.preview is not None else self.failed_source
+        if target is not None:
+            self._read(*target)
+
+    def _read(self, source: str, subset, split) -> None:
+        self.loading_source = source
+        self._forget_check()   # the report on screen is about the data before
+        self.notice.emit(f"Opening {_name(source)} …")
+        self.source_opening.emit(source)
+        encoding = self.encoding
+        self.worker.submit("preview", preview, source, PREVIEW_ROWS, subset=subset or None, split=split or None,
+                           encoding=encoding, on_done=lambda pv: self._on_preview(pv, source, subset, split),
+                           on_error=lambda exc: self._on_preview_failed(exc, source, subset, split, encoding))
 
     def load_demo(self) -> None:
         """The bundled question/answer pairs with sentence similarity and the embedded model."""
@@ -112,20 +155,18 @@ class Project(QObject):
     def rows_at(self, offset: int, on_done) -> None:
         """Preview rows of the current source from row ``offset`` (to show a row the report points at)."""
         self.worker.submit("rows_at", preview, self.source, PREVIEW_ROWS, subset=self.subset, split=self.split,
-                           offset=offset, on_done=on_done, on_error=lambda exc: self.notice.emit(str(exc)))
+                           offset=offset, encoding=self.encoding, on_done=on_done,
+                           on_error=lambda exc: self.notice.emit(str(exc)))
 
     def _on_preview(self, pv, source: str, subset, split) -> None:
-        self.loading_source = ""
+        # The same data read again (in another encoding) keeps the user's task and roles.
+        again = source == self.source and self.preview is not None and list(pv.columns) == self.columns
+        self.loading_source, self.failed_source = "", None
         self.preview, self.source, self.subset, self.split = pv, source, subset or None, split or None
-        self.check = None   # the old report is about other data
         rows = f"{pv.num_rows:,} rows" if pv.num_rows is not None else "rows unknown"
-        self.notice.emit(f"Opened {Path(source).name or source}: {len(pv.columns)} columns, {rows}.")
-        suggested = suggest_task(pv.columns, pv.dtypes, self.task_key)
-        if suggested != self.task_key:
-            self.task_key = suggested
-            self.notice.emit(f"Task set to {self.task.title}: the columns fit it. Change it on the Model & Task page.")
-            self.task_changed.emit(suggested)
-        self.mapping = guess_mapping(pv.columns, self.task)
+        self.notice.emit(f"Opened {_name(source)}: {len(pv.columns)} columns, {rows}.")
+        if not again:
+            self._follow_data(pv)
         if Path(source).exists():
             self.settings.add_recent("files", str(Path(source).resolve()))
         self.source_changed.emit()
@@ -133,8 +174,42 @@ class Project(QObject):
         self.split_changed.emit()
         self.schedule_validation()
 
-    def _on_preview_failed(self, exc: Exception) -> None:
-        self.loading_source = ""
+    def _follow_data(self, pv) -> None:
+        """The task and roles of newly opened data: the best task its columns fit, never the last file's."""
+        self.choices = task_choices(pv.columns, pv.rows)
+        best = self.choices[0] if self.choices else None
+        key = self.task_key if best is None else best.key
+        if key == "sentence-similarity" and self.task_key == "late-interaction":
+            key = self.task_key   # late interaction is the user's way of training pairs: keep it
+        changed = key != self.task_key
+        self.task_key = key
+        self.settings.set("task/last", key)
+        self.mapping = self._mapping_for(self.task)
+        if best is not None:
+            more = " Other tasks fit too: choose on the Data page." if len(self.choices) > 1 else ""
+            self.notice.emit(f"Task: {self.task.title} — {best.reason}.{more}")
+        if changed:
+            self.task_changed.emit(key)
+
+    def _mapping_for(self, task) -> dict[str, str]:
+        choice = self.choice_for(task.key)
+        return dict(choice.mapping) if choice else guess_mapping(self.columns, task)
+
+    def _on_preview_failed(self, exc: Exception, source: str, subset, split, encoding) -> None:
+        guess = detected_encoding(exc) if encoding is None else None
+        if guess:   # not UTF-8: read it again in the encoding the engine recognised, and say so
+            self.encoding, self.encoding_error = guess, exc
+            self._read(source, subset, split)
+            return
+        # Unload the previous data: nothing may stay "ready" for a file the user no longer sees.
+        self.loading_source, self.failed_source = "", (source, subset, split)
+        self.preview, self.source, self.subset, self.split = None, "", None, None
+        self.mapping, self.choices, self.eval_file = {}, [], None
+        self._forget_check()
+        self.notice.emit(f"Could not open {_name(source)}: the Data page says why.")
+        self.source_changed.emit()
+        self.mapping_changed.emit()
+        self.split_changed.emit()
         self.source_failed.emit(exc)
 
     def set_role(self, column: str, role: str) -> None:
@@ -155,7 +230,7 @@ class Project(QObject):
         self.task_key = get_task(key).key
         self.settings.set("task/last", self.task_key)
         if self.preview:
-            self.mapping = guess_mapping(self.preview.columns, self.task)
+            self.mapping = self._mapping_for(self.task)
         self.task_changed.emit(self.task_key)
         self.mapping_changed.emit()
         self.schedule_validation()
@@ -212,6 +287,7 @@ class Project(QObject):
         unmapped = {r: None for r in self.task.required + self.task.optional
                     if not any(base_role(c) == r for c in chosen)}
         return {"data": self.source, "eval_data": self.eval_file, "subset": self.subset, "split": self.split,
+                "encoding": self.encoding,
                 "validation_split": 0.0 if self.has_validation_split else self.validation_split,
                 "columns": {**unmapped, **chosen}}
 
@@ -221,32 +297,107 @@ class Project(QObject):
 
     def validate_now(self) -> None:
         self._timer.stop()
-        if self.preview is None:
+        if self.preview is None or self.loading_source:
+            return
+        self._checks += 1
+        self._cancel_full_check()
+        number = self._checks
+        missing = missing_roles(self.mapping, self.task)
+        if missing:   # said here in the page's words (the engine's hint names its Python options)
+            self._on_checked(number, CheckResult(report=Report(findings=[self._missing_finding(missing)])))
             return
         values = self.training_values()
         try:
             args = DatasetArgs(**self.data_args(), task_type=self.task.engine_task, max_length=values["max_length"],
                                seed=values["seed"], is_regression=values.get("is_regression"))
         except DataError as err:
-            self._on_checked(CheckResult(report=_report_of(err)))
+            self._on_checked(number, CheckResult(report=_report_of(err)))
             return
         self.validating = True
         self.validation_started.emit()
-        self.worker.submit("validate", check_data, args, self.tokenizer, on_done=self._on_checked,
-                           on_error=lambda exc: self._on_checked(CheckResult(report=_report_of(exc))))
+        tokenizer = self.tokenizer
 
-    def _on_checked(self, result: CheckResult) -> None:
+        def failed(exc):
+            self._on_checked(number, CheckResult(report=_report_of(exc)))
+        if self._is_big():   # the first rows now, every row after
+            self.worker.submit("validate", check_sample, args, tokenizer, on_error=failed,
+                               on_done=lambda result: self._on_sampled(number, args, tokenizer, result))
+        else:
+            self.worker.submit("validate", check_data, args, tokenizer, on_error=failed,
+                               on_done=lambda result: self._on_checked(number, result))
+
+    def _is_big(self) -> bool:
+        """More rows than the sample check reads (or an unknown number: a validation file, a Hub dataset)."""
+        rows = self.preview.num_rows
+        return bool(self.eval_file) or rows is None or rows > SAMPLE_ROWS
+
+    def _on_sampled(self, number: int, args: DatasetArgs, tokenizer, result: CheckResult) -> None:
+        """The first rows are checked: show their report (Start may go on) and check every row."""
+        if number != self._checks:
+            return
+        self.validating, self.full_checking, self.check = False, True, result
+        self.check_progress = (0, 0)
+        progress = self._full_progress = Progress()
+        progress.progressed.connect(self._on_full_progressed)
+        checked = self.data_args()
+        self.worker.submit("validate_full", check_data, args, tokenizer, progress=progress,
+                           on_done=lambda full: self._on_full_checked(number, checked, full),
+                           on_error=lambda exc: self._on_full_checked(number, checked,
+                                                                      CheckResult(report=_report_of(exc))))
+        self.report_changed.emit()
+
+    def _on_full_progressed(self, done: int, total: int, _text: str) -> None:
+        progress = self._full_progress
+        if progress is not None and self.sender() is progress:   # not a check given up since
+            self.check_progress = (done, total)
+            self.check_progressed.emit(done, total)
+
+    def _on_full_checked(self, number: int, checked: dict, result: CheckResult) -> None:
+        if number != self._checks:
+            return   # about data (or a mapping) that has changed since; a cancelled check ends here too
+        sample_passed = self.check is not None and self.check.report.ok
+        self.full_checking, self._full_progress, self.check = False, None, result
+        pv = self.preview
+        if result.rows is not None and pv is not None and (pv.num_rows is None or pv.num_rows_is_estimate):
+            pv.num_rows, pv.num_rows_is_estimate = result.rows, False   # the exact count replaces the estimate
+        self.report_changed.emit()
+        if sample_passed and not result.report.ok:
+            self.data_refused.emit(self.blocking_problem() or "", checked)
+
+    def _cancel_full_check(self) -> None:
+        if self._full_progress is not None:
+            self._full_progress.cancel()   # its next chunk raises Cancelled: the worker thread is free again
+        self._full_progress, self.full_checking = None, False
+
+    def _on_checked(self, number: int, result: CheckResult) -> None:
+        if number != self._checks:
+            return   # about data (or a mapping) that has changed since
         self.validating = False
         self.check = result
         self.report_changed.emit()
 
+    def _forget_check(self) -> None:
+        """Drop the report now (a check still running is about the data before) and say so."""
+        self._timer.stop()
+        self._checks += 1
+        self._cancel_full_check()
+        self.check, self.validating = None, False
+        self.report_changed.emit()
+
+    def _missing_finding(self, missing: list[str]) -> Finding:
+        names = ", ".join(f"“{role_title(r, self.task)}”" for r in missing)
+        return Finding("fatal", "missing_column", f"{self.task.title} needs a column for {names}.",
+                       f"In Column roles, set the column that holds it to {names}; the columns are "
+                       f"{', '.join(f'“{c}”' for c in self.columns)}.")
+
     def blocking_problem(self) -> str | None:
         """Why training cannot start now, saying what to change; None when it can."""
+        if self.loading_source:
+            return f"Opening {_name(self.loading_source)} …"
         if self.preview is None:
             return "Choose training data first: drop a file on the Data page or try the demo dataset."
         missing = missing_roles(self.mapping, self.task)
         if missing:
-            from raclate_app.tasks import role_title
             names = ", ".join(f"“{role_title(r, self.task)}”" for r in missing)
             return f"{self.task.title} needs a column for {names}: set it in the column roles on the Data page."
         if self.validating or self._timer.isActive() or self.check is None:
@@ -264,7 +415,7 @@ class Project(QObject):
         problem = self.blocking_problem() if problem is None else problem
         if not problem:
             return "ok"
-        return "unknown" if self.preview is None or problem.startswith("Checking") else "over"
+        return "unknown" if self.preview is None or problem.startswith(("Checking", "Opening")) else "over"
 
     def run_config(self, output_dir: str | Path) -> dict:
         """run.json for the current choices, made by the engine's builder (the one `raclate train` uses):
@@ -274,6 +425,10 @@ class Project(QObject):
         return build_run_config(settings, output_dir=str(output_dir)).to_dict()
 
 
-def _report_of(exc: Exception):
-    from engine.data import Report
+def _report_of(exc: Exception) -> Report:
     return Report(findings=[finding_from_error(exc)])
+
+
+def _name(source: str) -> str:
+    return Path(source).name or source
+

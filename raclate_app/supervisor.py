@@ -77,6 +77,7 @@ class TrainingSupervisor(QThread):
         self._error: dict | None = None
         self._checkpoint: dict | None = None
         self._output_dir: str | None = None
+        self.training_started = False   # run_started came: the data passed the child's checks, steps follow
 
     def command(self) -> list[str]:
         return child_command(self.python, ["train", "--config", str(self.config_path), "--events", "-"])
@@ -180,6 +181,8 @@ class TrainingSupervisor(QThread):
 
     def _on_stderr_line(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").split("\r")[-1].rstrip()
+        if text.startswith("warning: "):
+            return   # the CLI prints every warning to stderr too; the warning event already showed it
         if text:
             self.stderr_tail.append(text)
             self.log_received.emit(text)
@@ -196,6 +199,7 @@ class TrainingSupervisor(QThread):
             return
         self.event_received.emit(event)
         if name == "run_started":
+            self.training_started = True
             self.run_started.emit(event)
         elif name == "phase":
             self.phase_changed.emit(str(event.get("name", "")))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from engine.data import guess_columns
 from engine.data.args import TASK_ROLES, base_role
+from engine.data.mapping import suggest_tasks
 
 IGNORE = "ignore"
 
@@ -102,19 +103,19 @@ def missing_roles(mapping: dict[str, str], task: AppTask) -> list[str]:
     return [r for r in task.required if r not in used]
 
 
-def suggest_task(columns, dtypes: dict[str, str], current: str) -> str:
-    """The current task when the columns fit it, else the first task whose required roles are all guessed."""
-    def fits(task):
-        return not missing_roles(guess_mapping(columns, task), task)
-    if fits(get_task(current)):
-        return current
-    for task in APP_TASKS:
-        if task.key in ("late-interaction", "regression") or not fits(task):
-            continue
-        if task.key == "classification":
-            label = guess_mapping(columns, task)
-            label_col = next(c for c, r in label.items() if r == "label")
-            if any(k in dtypes.get(label_col, "") for k in ("float", "double")):
-                return "regression"
-        return task.key
-    return current
+@dataclass(frozen=True)
+class TaskChoice:
+    """A task the data fits, as the app offers it: the app task, every column's role, and why."""
+    key: str
+    mapping: dict[str, str]   # {column: role}
+    reason: str
+
+
+def task_choices(columns, rows) -> list[TaskChoice]:
+    """The engine's suggestions for these columns and sample rows, best first, as app tasks."""
+    out = []
+    for s in suggest_tasks(columns, rows):
+        key = ("regression" if s.is_regression else "classification") if s.task == "text-classification" else s.task
+        roles = {column: base_role(role) for role, column in s.mapping.items()}
+        out.append(TaskChoice(get_task(key).key, {c: roles.get(c, IGNORE) for c in columns}, s.reason))
+    return out

@@ -15,7 +15,7 @@ from raclate_app.icon import app_icon
 from raclate_app.pages import PAGES
 from raclate_app.settings import AppSettings
 from raclate_app.state import Project
-from raclate_app.widgets.source import paths_from_mime
+from raclate_app.widgets.source import dropped_paths
 
 
 class MainWindow(QMainWindow):
@@ -27,6 +27,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self._quit_after_stop = False
+        self.visited: set[str] = set()   # pages the user has seen: only those get a tick
         self.sidebar = QListWidget()
         self.sidebar.setIconSize(QSize(0, 0))
         self.sidebar.setSpacing(2)
@@ -43,7 +44,7 @@ class MainWindow(QMainWindow):
             item.setSizeHint(QSize(160, 40))
             self.sidebar.addItem(item)
             page.next_requested.connect(lambda k=spec.key: self.go_next(k))
-        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.sidebar.currentRowChanged.connect(self.on_sidebar_current_row_changed)
         central = QWidget()
         row = QHBoxLayout(central)
         row.setContentsMargins(6, 6, 0, 0)
@@ -56,11 +57,14 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.project.notice.connect(self.on_project_notice)
         for sig in (self.project.source_changed, self.project.task_changed, self.project.model_changed,
-                    self.project.report_changed, self.project.mapping_changed, self.project.validation_started):
+                    self.project.report_changed, self.project.mapping_changed, self.project.validation_started,
+                    self.project.source_opening):
             sig.connect(self.update_status)
+        self.pages["model"].validity_changed.connect(self.update_status)   # a refusal found after the model loads
         train = self.pages.get("train")
         if train is not None:
             train.running_changed.connect(self.on_train_running_changed)
+            self.project.data_refused.connect(self.on_project_data_refused)
         self._connect_pages()
         self.restore_state()
         self.update_status()
@@ -69,7 +73,8 @@ class MainWindow(QMainWindow):
             app.aboutToQuit.connect(self.on_app_about_to_quit)
 
     def _connect_pages(self) -> None:
-        """Runs page actions that lead to other pages; finished runs refresh the lists of runs."""
+        """Runs page and result banner actions that lead to other pages; finished runs refresh the
+        lists of runs, and a new model becomes the one Evaluate and Playground show."""
         runs = self.pages.get("runs")
         if runs is None or "evaluate" not in self.pages:
             return
@@ -78,13 +83,30 @@ class MainWindow(QMainWindow):
         runs.resume_requested.connect(self.resume_run)
         runs.export_requested.connect(self.export_model)
         runs.evaluate_requested.connect(self.evaluate_model)
-        self.pages["train"].running_changed.connect(lambda on: on or self.refresh_runs())
+        runs.runs_changed.connect(self.refresh_runs)   # a renamed or deleted run: the other pages' lists too
+        train = self.pages["train"]
+        train.running_changed.connect(lambda on: on or self.refresh_runs())
+        train.model_saved.connect(self.follow_new_model)
+        train.evaluate_requested.connect(self.evaluate_model)
+        train.try_requested.connect(self.try_model)
+        train.export_requested.connect(self.export_model)
+
+    def follow_new_model(self, path: str) -> None:
+        for key in ("evaluate", "playground"):
+            self.pages[key].follow_run(path)
 
     def evaluate_model(self, path: str) -> None:
-        page = self.pages["evaluate"]
-        page.picker.set_runs(self.pages["runs"].runs)   # the Runs page's list is the freshest
+        self._show_model("evaluate", path)
+
+    def try_model(self, path: str) -> None:
+        self._show_model("playground", path)
+
+    def _show_model(self, key: str, path: str) -> None:
+        page = self.pages[key]
+        if not any(Path(r.path) == Path(path) for r in page.picker.runs):
+            page.picker.set_runs(self.pages["runs"].runs)   # the Runs page's list is the freshest
         page.select_model(path)
-        self.go_to("evaluate")
+        self.go_to(key)
 
     def refresh_runs(self) -> None:
         for key in ("runs", "evaluate", "playground"):
@@ -189,6 +211,12 @@ class MainWindow(QMainWindow):
         if keys.index(key) + 1 < len(keys):
             self.go_to(keys[keys.index(key) + 1])
 
+    def on_sidebar_current_row_changed(self, row: int) -> None:
+        self.stack.setCurrentIndex(row)
+        if 0 <= row < len(PAGES):
+            self.visited.add(PAGES[row].key)
+            self.update_status()
+
     def current_page_key(self) -> str:
         return PAGES[max(self.sidebar.currentRow(), 0)].key
 
@@ -206,15 +234,29 @@ class MainWindow(QMainWindow):
     def stop_training(self) -> None:
         self.pages["train"].stop()
 
+    def on_project_data_refused(self, problem: str, data: dict) -> None:
+        """The full data check found a fatal problem the first rows did not show: a run started on that
+        data stops before it trains (its child would refuse the data as well, only later)."""
+        train = self.pages["train"]
+        run = train.supervisor
+        config = (train.last_config or {}).get("data") or {}
+        if run is None or run.training_started or any(config.get(k) != v for k, v in data.items()):
+            return
+        train.append_log(f"The full data check found a problem, so the run stops before training: {problem}")
+        train.stop()
+        self.statusBar().showMessage("Training stopped before it began: " + problem, 10000)
+
     # -- drag and drop ----------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
-        if paths_from_mime(event.mimeData()):
+        if dropped_paths(event.mimeData()):   # any local file: one the app cannot read is refused with a message
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        paths = paths_from_mime(event.mimeData())
-        if paths and self.pages["data"].open_paths(paths):
-            self.go_to("data")
+        paths = dropped_paths(event.mimeData())
+        if not paths:
+            return
+        self.go_to("data")   # where the data opens, or where the page says why it cannot
+        if self.pages["data"].open_paths(paths):
             event.acceptProposedAction()
 
     def open_paths(self, paths) -> bool:
@@ -233,11 +275,15 @@ class MainWindow(QMainWindow):
         if self.pages["train"].running:
             state = " · training …"
         self.status_label.setText(f"{data} · {p.task.title} · {model}{state}")
+        model_page = self.pages["model"]
         ready = {"data": p.preview is not None and p.check is not None and p.check.report.ok,
-                 "model": p.preview is not None and p.blocking_problem() is None}
-        for number, spec in enumerate(PAGES, 1):   # a tick on the steps that are done
-            done = " ✓" if ready.get(spec.key) else ""
+                 "model": p.blocking_problem() is None and not model_page.refusal}
+        for number, spec in enumerate(PAGES, 1):   # a tick on the steps the user has seen and that are done
+            done = " ✓" if spec.key in self.visited and ready.get(spec.key) else ""
             self.sidebar.item(number - 1).setText(f"{number}   {spec.title}{done}")
+        # Next on Model & Task leads on to training, which needs data first
+        model_page.next_button.setEnabled(p.preview is not None)
+        model_page.next_button.setToolTip("" if p.preview is not None else "Open training data first.")
 
     def on_project_notice(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)

@@ -82,10 +82,28 @@ def test_classification_matches_the_engine_with_confusion_matrix_and_before_afte
     assert rows["accuracy"][1] == f"{base:.4f}" and rows["accuracy"][2] == f"{ours:.4f}"
     assert rows["accuracy"][3] == f"{ours - base:+.4f}"
     tabs = [page.results.tabs.tabText(i) for i in range(page.results.tabs.count())]
-    assert tabs == ["Per class", "Confusion matrix"]
+    wrong = metrics["misclassified"]
+    assert tabs == ["Per class", "Confusion matrix", f"Misclassified ({len(wrong)})"]
     shot(page, screenshots, "evaluate_classification")
     page.results.tabs.setCurrentIndex(1)
     shot(page, screenshots, "evaluate_confusion_matrix")
+
+
+def test_classification_lists_the_misclassified_examples_worst_first(qtbot, page, app_models, screenshots):
+    result = evaluate(qtbot, page, app_models["classification"], compare=False)
+    metrics, rows = result["model"]["metrics"], result["model"]["rows"]
+    wrong = metrics["misclassified"]
+    assert wrong and len(wrong) == rows - round(metrics["accuracy"] * rows)      # every wrong one (under 50)
+    assert len(wrong) == rows - sum(metrics["confusion_matrix"][i][i] for i in range(3))
+    assert all(w["label"] != w["predicted"] and w["confidence"] >= w["label_score"] for w in wrong)
+    assert [w["label_score"] for w in wrong] == sorted(w["label_score"] for w in wrong)   # worst first
+    table = page.results.wrong
+    page.results.tabs.setCurrentWidget(page.results.wrong_box)
+    assert table.rowCount() == len(wrong)
+    first = [table.item(0, c).text() for c in range(4)]
+    assert first == [wrong[0]["text"], wrong[0]["label"], wrong[0]["predicted"], f"{wrong[0]['confidence'] * 100:.1f}%"]
+    assert first[0].startswith("the ") and "worst first" in page.results.wrong_note.text()
+    shot(page, screenshots, "evaluate_misclassified")
 
 
 def test_regression_on_another_file_mapped_with_the_editor(qtbot, page, app_models):

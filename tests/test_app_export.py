@@ -70,7 +70,7 @@ def run(qtbot, dialog, timeout=180_000):
     qtbot.waitUntil(lambda: dialog.relay is None, timeout=timeout)
 
 
-def test_sentence_transformers_export_loads(qtbot, app_models, tmp_path, screenshots):
+def test_sentence_transformers_export_loads(qtbot, app_models, tmp_path, screenshots, monkeypatch):
     st = pytest.importorskip("sentence_transformers")
     source = app_models["sentence-similarity"]
     dialog = dialog_for(qtbot, source)                       # the task is read from the folder
@@ -89,10 +89,10 @@ def test_sentence_transformers_export_loads(qtbot, app_models, tmp_path, screens
     assert vectors.shape == (2, 32) and np.isfinite(vectors).all()
     assert (out / "README.md").exists() and (out / "raclate_run.json").exists()
     shot(dialog, screenshots, "export_done")
-    # the same folder again: refused unless "replace" is ticked
-    run(qtbot, dialog)
-    assert "already exists" in dialog.error
-    dialog.overwrite.setChecked(True)
+    # the same folder again: asked first; "No" writes nothing, "Yes" replaces it
+    monkeypatch.setattr(dialog, "ask_replace", lambda _out: False)
+    assert not dialog.start() and "Nothing was written" in dialog.status.text()
+    monkeypatch.setattr(dialog, "ask_replace", lambda _out: True)
     run(qtbot, dialog)
     assert dialog.result and dialog.error is None
 
@@ -152,7 +152,7 @@ def test_offline_push_says_so_plainly(qtbot, app_models, tmp_path, hub, monkeypa
     shot(dialog, screenshots, "export_offline")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")                   # offline mode: no attempt at all
     FakeApi.calls, FakeApi.fail = [], None
-    dialog.overwrite.setChecked(True)
+    monkeypatch.setattr(dialog, "ask_replace", lambda _out: True)   # the folder of the first try
     run(qtbot, dialog)
     assert "Offline mode is on" in dialog.error and not FakeApi.calls
 

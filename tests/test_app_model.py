@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from tests.test_app_support import app_settings, project, screenshots, shot, wait_idle  # noqa: F401
+from tests.test_app_support import app_settings, project, screenshots, shot, wait_idle, window  # noqa: F401
 
 pytestmark = pytest.mark.gui
 
@@ -140,7 +140,7 @@ def test_unknown_hub_model_says_so(qtbot, model_page, project):
 
 
 def test_memory_estimate_math():
-    from raclate_app import memory
+    from engine.models import memory
     config = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536, "num_attention_heads": 12,
               "vocab_size": 30522, "max_position_embeddings": 512, "model_type": "bert"}
     small = memory.estimate(config, 22_700_000, 8, 128)
@@ -172,3 +172,97 @@ def test_distributed_section_is_advanced_and_sets_launch_args(model_page, screen
     shot(model_page, screenshots, "model_distributed")
     section.setChecked(False)
     assert model_page.project.launch_args is None
+
+
+def test_model_page_shows_the_refusal_and_the_attention_switch(qtbot, model_page, project, tmp_path):
+    """A task the family's output could not be loaded for is named with the reason (the engine refuses
+    the run); the attention switch is there for families that have one (Gemma 3) only."""
+    from tests.test_fidelity_fixes import config_only
+    page = model_page
+    assert not page.attention_combo.isEnabled() and not page.task_problem.isVisible()   # BERT
+    project.set_model(config_only(tmp_path / "lfm2", "lfm2"))
+    qtbot.waitUntil(lambda: page.summary is not None and page.summary.model_type == "lfm2", timeout=20_000)
+    page.task_buttons["classification"].click()
+    assert page.task_problem.isVisible() and "LFM2 has no text-classification class" in page.task_problem.text()
+    assert "LFM2 has no text-classification class" in page.blocking.text()
+    page.task_buttons["sentence-similarity"].click()
+    assert not page.task_problem.isVisible()
+    project.set_model(config_only(tmp_path / "gemma", "gemma3_text"))
+    qtbot.waitUntil(lambda: page.summary is not None and page.summary.model_type == "gemma3_text", timeout=20_000)
+    assert page.attention_combo.isEnabled()
+    page.attention_combo.setCurrentText("bidirectional")
+    assert project.training["bidirectional"] is True
+    assert project.training_values()["bidirectional"] is True
+    project.set_model(config_only(tmp_path / "bert", "bert"))
+    qtbot.waitUntil(lambda: page.summary is not None and page.summary.model_type == "bert", timeout=20_000)
+    assert not page.attention_combo.isEnabled() and project.training["bidirectional"] is None
+    wait_idle(qtbot, project)
+
+
+def test_optional_number_and_text_editors(qtbot):
+    """Issue 18: an optional number (None = the model's own value) and a text field have editors."""
+    from raclate_app.forms import SettingsForm
+    form = SettingsForm(["dropout", "query_prompt", "document_prompt"])
+    qtbot.addWidget(form)
+    got = []
+    form.values_changed.connect(got.append)
+    assert form.values() == {"dropout": None, "query_prompt": None, "document_prompt": None}
+    dropout = form.editors["dropout"]
+    assert dropout.use_model.isChecked() and not dropout.spin.isEnabled()
+    assert dropout.use_model.text() == "use the model's value"
+    dropout.use_model.setChecked(False)
+    assert dropout.spin.isEnabled() and got[-1]["dropout"] == 0.0
+    dropout.spin.setValue(0.2)
+    assert got[-1]["dropout"] == pytest.approx(0.2)
+    form.set_values({"dropout": None, "query_prompt": "query: "})
+    assert dropout.use_model.isChecked() and not dropout.spin.isEnabled()
+    assert form.values() == {"dropout": None, "query_prompt": "query: ", "document_prompt": None}   # spaces kept
+    form.set_values({"dropout": 0.35})
+    assert not dropout.use_model.isChecked() and form.values()["dropout"] == pytest.approx(0.35)
+
+
+def test_dropout_and_prompts_in_the_advanced_settings(qtbot, model_page, project, tmp_path, screenshots):
+    page = model_page
+    project.load_demo()   # pairs: prompts apply
+    qtbot.waitUntil(lambda: project.preview is not None, timeout=20_000)
+    page.advanced_toggle.click()
+    for name in ("dropout", "query_prompt", "document_prompt"):
+        assert name in page.advanced.editors
+    dropout, query = page.advanced.editors["dropout"], page.advanced.editors["query_prompt"]
+    dropout.use_model.setChecked(False)
+    dropout.spin.setValue(0.15)
+    page.task_buttons["sentence-similarity"].click()
+    assert query.isEnabled()
+    query.setText("query: ")
+    query.editingFinished.emit()
+    assert project.training["dropout"] == pytest.approx(0.15) and project.training["query_prompt"] == "query: "
+    config = project.run_config(tmp_path / "out")["training"]
+    assert config["dropout"] == pytest.approx(0.15) and config["query_prompt"] == "query: "
+    shot(page, screenshots, "model_advanced_dropout_prompts")
+    page.task_buttons["classification"].click()   # prompts are for embedding models: the engine refuses others
+    assert not query.isEnabled() and query.text() == "" and project.training["query_prompt"] is None
+    page.task_buttons["late-interaction"].click()
+    assert not query.isEnabled()
+    dropout.use_model.setChecked(True)
+    assert project.training["dropout"] is None
+    wait_idle(qtbot, project)
+
+
+def test_sidebar_tick_follows_a_refusal_found_after_the_model_loads(qtbot, window, tmp_path):
+    """The Model page says when its verdict changes (a family that cannot train the task, found once
+    the model's config is read): the sidebar drops its tick at once."""
+    from tests.test_app_support import wait_checked, write_jsonl
+    from tests.test_fidelity_fixes import config_only
+    p, page = window.project, window.pages["model"]
+    rows = [{"text": f"text number {i}", "label": "ab"[i % 2]} for i in range(20)]
+    p.open_source(str(write_jsonl(tmp_path / "cls.jsonl", rows)))
+    qtbot.waitUntil(lambda: p.preview is not None, timeout=20_000)
+    p.set_task("classification")
+    wait_checked(qtbot, p)
+    window.go_to("model")
+    assert window.sidebar.item(1).text().endswith("✓")
+    p.set_model(config_only(tmp_path / "lfm2", "lfm2"))
+    qtbot.waitUntil(lambda: page.summary is not None and page.summary.model_type == "lfm2", timeout=20_000)
+    assert page.refusal
+    assert not window.sidebar.item(1).text().endswith("✓")
+    wait_idle(qtbot, p)

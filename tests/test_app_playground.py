@@ -1,5 +1,6 @@
 """Playground: an answer for every task — class probabilities as bars, a number for regression,
-ranked search results (scores as the engine computes them), fill-mask tokens, entities tagged
+ranked search results (scores as the engine computes them; corpora past the old 2,000 cap encoded
+once with progress and searched again without encoding), fill-mask tokens, entities tagged
 inline — and the MaxSim heatmap of a late-interaction model, whose per-row maxima are the engine's
 MaxSim contributions and whose sum is its MaxSim score."""
 from __future__ import annotations
@@ -156,3 +157,45 @@ def test_a_long_search_shows_progress_and_cancels(qtbot, page, app_models):
     with qtbot.waitSignal(page.answered, timeout=60_000):
         page.search_button.click()
     assert page.hits.rowCount() == 2 and not page.cancel_button.isVisible()
+
+
+def test_a_large_corpus_is_encoded_once_with_progress_then_searched_from_its_index(qtbot, page, app_models,
+                                                                                  screenshots, monkeypatch):
+    from engine.inference import encode
+    loaded = load(qtbot, page, app_models["sentence-similarity"])
+    docs = [f"document {i} about the {['film', 'food', 'staff', 'room', 'price'][i % 5]} number {i % 97}"
+            for i in range(3000)]                                   # past the old cap of 2,000
+    page.corpus.setPlainText("\n".join(docs))
+    qtbot.waitUntil(lambda: page.corpus_count.text() == "3,000 documents", timeout=5_000)
+    page.query.setText("the price")
+    progress = []
+    with qtbot.waitSignal(page.answered, timeout=120_000) as blocker:
+        page.search_button.click()
+        page.relay.progressed.connect(lambda done, total, text: progress.append((done, total, text)))
+        qtbot.waitUntil(lambda: page.busy.value() > 0, timeout=60_000)
+        shot(page, screenshots, "playground_search_encoding")      # the bar counts the documents
+        assert "Encoding documents" in page.busy.format() and page.cancel_button.isVisible()
+    result = blocker.args[0]
+    assert result["corpus"] == 3000 and page.index is result["index"] and len(page.index) == 3000
+    assert progress and progress[-1] == (3000, 3000, "Encoding documents")
+    q = encode(loaded.model, loaded.tokenizer, ["the price"])[0]
+    d = encode(loaded.model, loaded.tokenizer, docs)
+    cos = (d @ q) / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
+    assert [r["index"] for r in result["results"]] == list(np.argsort(-cos, kind="stable")[:20])
+    assert "searched 3,000 documents" in page.state.text()
+    shot(page, screenshots, "playground_search_large")
+    # a new query searches the kept vectors: no encoding of the corpus
+    from engine import inference
+    builds = []
+    build = inference.build_index
+    monkeypatch.setattr(inference, "build_index", lambda *a, **k: builds.append(1) or build(*a, **k))
+    index = page.index
+    page.query.setText("a film")
+    with qtbot.waitSignal(page.answered, timeout=60_000) as blocker:
+        page.search_button.click()
+    assert page.index is index and not builds and blocker.args[0]["results"][0]["text"] in docs
+    # another corpus is encoded again
+    page.corpus.setPlainText("one film\nanother text")
+    with qtbot.waitSignal(page.answered, timeout=60_000):
+        page.search_button.click()
+    assert page.index is not index and len(page.index) == 2 and builds == [1]

@@ -23,6 +23,14 @@ def test_pages_in_flow_order_and_next_buttons(qtbot, window, screenshots):
     assert [window.sidebar.item(i).text().split()[1] for i in range(6)] == ["Data", "Model", "Train", "Evaluate",
                                                                           "Playground", "Runs"]
     assert window.current_page_key() == "data"
+    for key in ("data", "model", "train"):
+        window.go_to(key)
+        shot(window, screenshots, f"window_empty_{key}")
+    window.go_to("data")
+    # before any data, Next on the Data and Model & Task pages leads nowhere useful
+    assert not window.pages["data"].next_button.isEnabled() and not window.pages["model"].next_button.isEnabled()
+    window.load_demo()
+    qtbot.waitUntil(lambda: window.project.preview is not None, timeout=20_000)
     window.pages["data"].next_button.click()
     assert window.current_page_key() == "model"
     window.pages["model"].next_button.click()
@@ -33,9 +41,7 @@ def test_pages_in_flow_order_and_next_buttons(qtbot, window, screenshots):
     window.pages["playground"].next_button.click()
     assert window.current_page_key() == "runs"
     assert window.statusBar().isVisible() and window.status_label.text()
-    for key in ("data", "model", "train"):
-        window.go_to(key)
-        shot(window, screenshots, f"window_empty_{key}")
+    wait_idle(qtbot, window.project)
 
 
 def test_menus_have_the_usual_shortcuts(window):

@@ -32,6 +32,21 @@ def test_hidden_states_match_transformers(tiny_bert):
     assert max_diff_masked(ours, torch_out(ref, ids, mask, "hidden"), mask) <= 1e-4
 
 
+def test_token_type_ids_match_transformers(tiny_bert):
+    """A pair's second text is token type 1 (None = all 0, as transformers)."""
+    import torch
+    path, ref = tiny_bert
+    model, _ = load_model(str(path))
+    ids, mask = padded_batch(120)
+    types = (np.arange(ids.shape[1])[None] >= 3).astype(np.int32) * mask
+    ours = model.backbone(mx.array(ids), mx.array(mask), mx.array(types))
+    with torch.no_grad():
+        theirs = ref(**{k: torch.tensor(v, dtype=torch.long) for k, v in
+                        (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types))}).last_hidden_state
+    assert max_diff_masked(ours, theirs.numpy(), mask) <= 1e-4
+    assert max_diff_masked(ours, model.backbone(mx.array(ids), mx.array(mask)), mask) > 1e-3   # types matter
+
+
 @pytest.mark.parametrize("task,cls_name,kw", [
     ("text-classification", "BertForSequenceClassification", {"num_labels": 3}),
     ("token-classification", "BertForTokenClassification", {"num_labels": 5}),

@@ -111,3 +111,56 @@ def test_non_strict_load_returns_fatal_findings_for_the_gui(tmp_path):
                                     validation_split=0), cache_dir=str(tmp_path / "c"), strict=False)
     assert not data.report.ok and len(data.train) == 3
     assert [(f.severity, f.code) for f in data.report.findings] == [("warning", "empty_text"), ("fatal", "single_class")]
+
+
+def test_token_lengths_stream_over_arrow_in_chunks_with_progress(tmp_path, tok):
+    """The full check measures token lengths chunk by chunk (no datasets cache file), on a split held
+    out by ``select`` too, says how far it is, and a progress callback that raises stops it."""
+    from engine.data.tokenize import token_lengths
+    rows = [{"text": "word " * (i % 40 + 1) + f"number {i}", "label": i % 3} for i in range(2500)]
+    data = load_dataset(DatasetArgs(data=jsonl(tmp_path / "s.jsonl", rows), task_type="text-classification",
+                                    validation_split=0.2), cache_dir=str(tmp_path / "c"))
+    calls = []
+    lengths = token_lengths(data.train, tok, "text-classification", batch_size=800,
+                            progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(800, 2000), (1600, 2000), (2000, 2000)]
+    assert lengths["text"].tolist() == [len(ids) for ids in tok(data.train[:]["text"])["input_ids"]]
+
+    seen = []
+    report = validate(data.splits, "text-classification", tokenizer=tok, max_length=16,
+                      progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (2500, 2500) and report.truncated_rows == sum(n > 16 for n in lengths["text"]) + sum(
+        len(ids) > 16 for ids in tok(data.validation[:]["text"])["input_ids"])
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop
+    with pytest.raises(Stop):
+        validate(data.splits, "text-classification", tokenizer=tok, max_length=16, progress=stop)
+
+
+def test_loaded_data_counts_the_rows_read_and_a_lenient_load_leaves_labels_as_read(tmp_path):
+    """rows_read: the rows of the split trained on before validation rows are held out (the exact
+    count the app shows instead of the preview's estimate); the GUI's lenient check does not encode labels."""
+    rows = [{"text": f"row {i}", "label": "ab"[i % 2]} for i in range(50)]
+    path = jsonl(tmp_path / "n.jsonl", rows)
+    data = load_dataset(DatasetArgs(data=path, task_type="text-classification", validation_split=0.2),
+                        cache_dir=str(tmp_path / "c"))
+    assert data.rows_read == 50 and data.report.num_rows == {"train": 40, "validation": 10}
+    assert set(data.train["label"]) == {0, 1}
+    lenient = load_dataset(DatasetArgs(data=path, task_type="text-classification", max_rows=20),
+                           cache_dir=str(tmp_path / "c"), strict=False)
+    assert lenient.rows_read == 20 and lenient.label_info.names == ["a", "b"]
+    assert set(lenient.train["label"]) == {"a", "b"}
+
+
+def test_checks_read_a_held_out_split_through_arrow(tmp_path):
+    """arrow_column takes a ``select``ed split's rows with Arrow (datasets gathers them one slice per row)."""
+    from engine.data.labels import arrow_column
+    ds = datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(10)], "label": list(range(10))})
+    picked = ds.select([7, 2, 5])
+    assert arrow_column(picked, "text").to_pylist() == ["t7", "t2", "t5"]
+    assert arrow_column(picked.select([2, 0]), "label").to_pylist() == [5, 7]
+    assert arrow_column(ds, "label").to_pylist() == list(range(10))

@@ -176,6 +176,19 @@ def test_predict_late_interaction_to_npz(models, capsys, tmp_path):
     assert ".npz" in capsys.readouterr().err
 
 
+def test_predict_takes_the_inputs_a_plain_folder_does_not_say(models, capsys, tmp_path):
+    """A folder no run wrote: prompts and the chat template come from the flags, as `raclate train` takes them."""
+    texts = ["What is a light-year?", "ok"]
+    args = ["predict", "--model", str(models["dense"])] + sum((["--text", t] for t in texts), [])
+    run_lines(capsys, *args, "--query-prompt", "query: ", "--query", "--output", str(tmp_path / "q.npy"))
+    model, tok = load_model(str(models["dense"]))
+    assert np.abs(np.load(tmp_path / "q.npy") - encode(model, tok, texts, prompt="query: ")).max() < 1e-5
+    assert main(args + ["--prompt-name", "nope"]) == 2
+    assert "'nope' is not defined" in capsys.readouterr().err
+    assert main(["predict", "--model", str(models["clf"]), "--text", "hi", "--use-chat-template"]) == 2
+    assert "has no chat template" in capsys.readouterr().err
+
+
 def test_predict_needs_a_trained_head(models, capsys):
     assert main(["predict", "--model", str(models["base"]), "--task", "text-classification", "--text", "hi"]) == 2
     assert "no trained text-classification head" in capsys.readouterr().err
@@ -218,6 +231,33 @@ def test_remap_labels_by_name_and_integer(models):
     assert mapped["label"] == [2, 0, 1]
     with pytest.raises(UsageError, match="does not know: great"):
         remap_labels(ds, LabelInfo(["positive", "great", "neutral"], 3), model, task)
+
+
+def test_evaluation_lists_the_misclassified_rows_worst_first(models):
+    from datasets import Dataset
+
+    from engine.data import LabelInfo
+    from engine.inference import classify, evaluate_dataset, load_for_task
+    model, tok, task, _ = load_for_task(str(models["clf"]))
+    texts = [f"{w} review number {i}" + " and more" * (i % 4) for i, w in
+             enumerate(["good", "bad", "fine", "great", "awful", "okay"] * 3)]
+    labels = [i % 3 for i in range(len(texts))]
+    ds = Dataset.from_dict({"text": texts, "label": labels})
+    info = LabelInfo(list(LABELS), 3)
+    metrics = evaluate_dataset(model, tok, task, ds, info, batch_size=4, examples=50)
+    plain = evaluate_dataset(model, tok, task, ds, info, batch_size=4)
+    assert "misclassified" not in plain and plain["accuracy"] == metrics["accuracy"]   # only when asked
+    listed = metrics["misclassified"]
+    # the same answers as classifying each text on its own
+    probs = {r["text"]: {x["label"]: x["score"] for x in r["labels"]} for r in classify(model, tok, texts)}
+    wrong = [i for i, t in enumerate(texts) if max(probs[t], key=probs[t].get) != LABELS[labels[i]]]
+    assert wrong and sorted(r["row"] for r in listed) == wrong and len(wrong) == round((1 - metrics["accuracy"]) * len(texts))
+    for r in listed:
+        assert r["text"] == texts[r["row"]] and r["label"] == LABELS[labels[r["row"]]] != r["predicted"]
+        assert abs(r["confidence"] - probs[r["text"]][r["predicted"]]) < 1e-4
+        assert abs(r["label_score"] - probs[r["text"]][r["label"]]) < 1e-4
+    assert [r["label_score"] for r in listed] == sorted(r["label_score"] for r in listed)   # worst first
+    assert len(evaluate_dataset(model, tok, task, ds, info, batch_size=4, examples=2)["misclassified"]) == min(2, len(wrong))
 
 
 def test_collated_batches_cover_every_row_once_in_length_order(models):

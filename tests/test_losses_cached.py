@@ -10,7 +10,6 @@ import pytest
 from mlx.utils import tree_flatten
 
 from engine.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss, mnrl_loss
-from engine.losses import cached_mnrl
 
 TOL = 1e-5
 
@@ -99,34 +98,33 @@ def test_cached_only_trainable_parameters():
     assert_trees_close(grads, want)
 
 
-def test_cached_replays_dropout(monkeypatch):
-    """With dropout, the gradient is that of the loss pass 1 saw: each mini-batch reuses its seed."""
-    seeds = iter(range(100, 200))
-    monkeypatch.setattr(cached_mnrl, "_fresh_seed", lambda: next(seeds))
+@pytest.mark.parametrize("mini", [5, 2])
+def test_cached_replays_dropout_and_equals_the_uncached_loss(mini):
+    """With dropout on, the gradient is that of the loss pass 1 saw: pass 3 restores each mini-batch's
+    random key. One mini-batch per column (mini >= B) is the plain MNRL loss itself, drawn from the same key;
+    smaller ones equal the plain loss embedding the same mini-batches in order."""
     model = TinyEmbedder(dropout=0.5)
     model.train()
-    b, mini = 5, 2
+    b = 5
     batch = make_batch(b, 1, seed=7)
-    loss, grads = CachedMultipleNegativesRankingLoss(mini_batch_size=mini).loss_and_grads(model, batch)
 
-    def reference(batch):  # one graph, each mini-batch embedded after the same seed as pass 1
-        k, embs = 100, []
-        for col in batch["inputs"]:
-            parts = []
-            for s in range(0, b, mini):
-                mx.random.seed(k)
-                k += 1
-                parts.append(model(col["input_ids"][s:s + mini], col["attention_mask"][s:s + mini]))
-            embs.append(mx.concatenate(parts))
+    def uncached(batch):
+        embs = [mx.concatenate([model(c["input_ids"][s:s + mini], c["attention_mask"][s:s + mini])
+                                for s in range(0, b, mini)]) for c in batch["inputs"]]
         return MultipleNegativesRankingLoss().loss_from_embeddings(embs, batch)
 
-    want_loss, want_grads = nn.value_and_grad(model, reference)(batch)
+    mx.random.seed(11)
+    loss, grads = CachedMultipleNegativesRankingLoss(mini_batch_size=mini).loss_and_grads(model, batch)
+    key_after = np.array(mx.random.state[0])
+    mx.random.seed(11)
+    want_loss, want_grads = (plain_loss_and_grads(model, MultipleNegativesRankingLoss(), batch) if mini >= b
+                             else nn.value_and_grad(model, uncached)(batch))
     assert abs(loss.item() - want_loss.item()) <= TOL
     assert_trees_close(grads, want_grads)
+    np.testing.assert_array_equal(key_after, np.array(mx.random.state[0]))  # the generator goes on alike
     # Other dropout masks give another loss, so the replay is what made these equal.
-    embs = [model(c["input_ids"], c["attention_mask"]) for c in batch["inputs"]]
-    other = mnrl_loss(embs[0], mx.concatenate(embs[1:]), candidate_hashes=mx.concatenate(batch["hashes"][1:]))
-    assert abs(other.item() - loss.item()) > 1e-4
+    mx.random.seed(12)
+    assert abs(uncached(batch).item() - loss.item()) > 1e-4
 
 
 def test_cached_rejects_bad_mini_batch_size():

@@ -1,11 +1,13 @@
 """Checkpoints: rotation, half-written folders, exact resume in-process, best model and early stopping."""
 import json
+import os
 
 import numpy as np
 import pytest
 
 import mlx.core as mx
 
+from engine.errors import UsageError
 from engine.training.checkpoint import checkpoint_dirs, find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
 from engine.training.step import make_optimizer
 from engine.training.args import TrainingArgs
@@ -37,22 +39,32 @@ def names(root):
 ])
 def test_rotation(tmp_path, limit, keep, left):
     root = make_dirs(tmp_path, [1, 2, 3, 4, 5])
-    (root / ".tmp-step-0000006-123").mkdir()
+    (root / f".tmp-step-0000006-{os.getpid()}").mkdir()   # this process's own
     rotate_checkpoints(root, limit, keep)
     assert names(root) == [f"step-{s:07d}" for s in left]
-    assert not (root / ".tmp-step-0000006-123").exists()
+    assert not (root / f".tmp-step-0000006-{os.getpid()}").exists()
+
+
+def complete(root, steps):
+    """Checkpoint folders whose files verify (tiny tensors, the RNG key, a trainer state)."""
+    for s in steps:
+        path = root / f"step-{s:07d}"
+        mx.save_safetensors(str(path / "weights.safetensors"), {"w": mx.zeros((2,))})
+        mx.save_safetensors(str(path / "optimizer.safetensors"), {"__rng__": mx.random.state[0]})
+        (path / "trainer_state.json").write_text(json.dumps({"step": s}))
+    return root
 
 
 def test_half_written_checkpoint_is_never_latest(tmp_path):
-    root = make_dirs(tmp_path / "checkpoints", [3, 7])
+    root = complete(make_dirs(tmp_path / "checkpoints", [3, 7]), [3, 7])
     tmp = root / ".tmp-step-0000099-4242"
     tmp.mkdir()
     (tmp / "trainer_state.json").write_text("{}")
     (root / "step-0000012-broken").mkdir()
     assert find_checkpoint(tmp_path, "latest").name == "step-0000007"
-    with pytest.raises(FileNotFoundError, match="--resume latest"):
+    with pytest.raises(UsageError, match="--resume latest"):
         find_checkpoint(tmp_path, str(tmp_path / "nothing-here"))
-    with pytest.raises(FileNotFoundError, match="without --resume"):
+    with pytest.raises(UsageError, match="without --resume"):
         find_checkpoint(tmp_path / "empty", "latest")
 
 

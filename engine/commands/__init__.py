@@ -5,17 +5,21 @@ are one paragraph on stderr: bad input exits 2, a failure 1 (``--debug`` shows t
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
 import sys
 import traceback
+from dataclasses import fields
 
 import numpy as np
 
+from engine.data.inputs import adopt, user_prompts
 from engine.errors import UsageError, classify_error, exit_code
 from engine.inference import load_for_task, untrained_head
 from engine.tasks import task_names
+from engine.training.args import TrainingArgs
 
 COMMANDS = ("train", "evaluate", "predict", "export", "launch")
 
@@ -58,9 +62,35 @@ def add_common(parser, *, data: bool = True) -> None:
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
 
 
+class NamedItems(argparse.Action):
+    """A repeatable NAME=TEXT flag → {NAME: TEXT} (e.g. --prompt; the text keeps its spaces)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        name, sep, text = value.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"{option_string} takes NAME=TEXT, got {value!r}")
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), name.strip(): text})
+
+
+def add_input_options(parser) -> None:
+    """How texts reach a model whose folder does not say (a Hub or plain model; a trained folder's run
+    record already does): its chat template and prompts, as `raclate train` takes them."""
+    helps = {f.name: f.metadata["help"] for f in fields(TrainingArgs)}
+    parser.add_argument("--use-chat-template", action=argparse.BooleanOptionalAction, default=None,
+                        help="Wrap each text in the tokenizer's chat template (default: as the model was trained).")
+    parser.add_argument("--prompt", dest="prompts", action=NamedItems, default=None, metavar="NAME=TEXT",
+                        help=helps["prompts"])
+    parser.add_argument("--query-prompt", default=None, help=helps["query_prompt"])
+    parser.add_argument("--document-prompt", default=None, help=helps["document_prompt"])
+
+
 def load(ns):
-    """(model, tokenizer, task, record); refuses a head that was never trained."""
+    """(model, tokenizer, task, record) with the inputs given by flags (add_input_options); refuses a
+    head that was never trained."""
     model, tokenizer, task, record = load_for_task(ns.model, ns.task)
+    adopt(model.info, use_chat_template=getattr(ns, "use_chat_template", None),
+          prompts=user_prompts(getattr(ns, "prompts", None), getattr(ns, "query_prompt", None),
+                               getattr(ns, "document_prompt", None)))
     heads = untrained_head(model, task)
     if heads:
         raise UsageError(f"{ns.model} has no trained {task} head (missing: {', '.join(heads[:4])}). Pass a model "

@@ -1,9 +1,9 @@
 """`raclate eval --model O --task T --data D [--column ROLE=NAME ...]` → the task's metrics as JSON on
 stdout (a table on a terminal). The same metrics as training's evaluations (engine.metrics), on
-every row of D (or of --split)."""
+every row of D (or of --split), with the texts as training read them (prompts, chat template, max length)."""
 from __future__ import annotations
 
-from engine.commands import add_common, dumps, guarded, load, on_terminal
+from engine.commands import add_common, add_input_options, dumps, guarded, load, on_terminal
 from engine.data.mapping import parse_column_items
 from engine.inference import evaluate_file
 
@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default=None, help="The split to evaluate when the data has several (e.g. test).")
     p.add_argument("--subset", default=None, help="Hub dataset subset.")
     p.add_argument("--max-rows", type=int, default=None, help="Evaluate at most this many rows.")
+    add_input_options(p)
     p.set_defaults(run=guarded(run))
 
 
@@ -39,7 +40,7 @@ def table(result: dict) -> str:
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     width = max((len(k) for k in scalars), default=6)
     lines += [f"  {k:<{width}}  {v:>10.4f}" for k, v in scalars.items()]
-    for key in ("per_class", "per_type"):
+    for key in ("per_class", "per_label", "per_type"):
         groups = metrics.get(key)
         if isinstance(groups, dict) and groups:
             lines += ["", f"  {'':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]

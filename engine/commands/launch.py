@@ -3,6 +3,8 @@
 Writes an MLX host file (ring backend) and hands over to `mlx.launch`, which starts one
 `raclate train ... --distributed` per entry: locally for `-n N` alone, over SSH for `--hosts`
 (same Python path and working folder on every machine; see README "Train on several Macs").
+`-n 1` alone runs that one process directly (a world of one: mlx.launch would hand it an empty
+host file, which MLX cannot parse).
 `--batch-size` is per process: the global batch is batch size × processes. A `--config FILE` is
 passed inline to other machines, so only the data and the model have to exist there.
 
@@ -139,17 +141,20 @@ def train_command(command: list[str], remote: bool) -> list[str]:
 
 
 def build(ns) -> tuple[list[str], dict | None]:
-    """(the mlx.launch command line, the host file it reads or None with --hostfile)."""
+    """(the command line: mlx.launch's, or the train command itself for one local process; the host
+    file mlx.launch reads, or None)."""
     hostfile = None
     if ns.hostfile:
         hosts_arg, remote, count = ["--hostfile", ns.hostfile], True, 0
     else:
         hosts = parse_hosts(ns.hosts, ns.processes)
         remote, count = any(h["ssh"] != LOCAL for h in hosts), len(hosts)
+        if count == 1 and not remote:
+            return [ns.python, *train_command(ns.command, remote=False)], None
         hostfile = {"backend": ns.backend, "envs": [], "hosts": hosts}
         hosts_arg = ["--hostfile", "<hostfile>"]
     env = ["PYTHONUNBUFFERED=1", "TOKENIZERS_PARALLELISM=false"]
-    if hostfile and not remote and count > 1:  # processes sharing this machine's cores: don't oversubscribe BLAS
+    if hostfile and not remote:  # processes sharing this machine's cores: don't oversubscribe BLAS
         threads = max(1, (os.cpu_count() or 1) // count)
         env += [f"{name}={os.environ.get(name, threads)}" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
     port = ns.port or free_ports(max(count, 1))
@@ -199,12 +204,13 @@ def launch(argv: list[str]) -> int:
 
 
 def exit_status(launcher_code: int, rank_codes: list[int]) -> int:
-    """The first rank's failure (mlx.launch ends the others with SIGTERM after it), else the launcher's.
+    """The first rank's failure (mlx.launch ends the others with SIGTERM after it), else the launcher's
+    (or the one process's, which a signal may have ended: -N → 128+N).
 
     >>> exit_status(0, [2, -15]), exit_status(0, [-15, 1]), exit_status(0, [-9]), exit_status(0, [])
     (2, 1, 137, 0)
+    >>> exit_status(-2, [])   # one process, ended by SIGINT
+    130
     """
-    failed = [c for c in rank_codes if c > 0] or [c for c in rank_codes if c < 0]
-    if not failed:
-        return launcher_code
-    return failed[0] if failed[0] > 0 else 128 - failed[0]
+    failed = [c for c in rank_codes if c > 0] or [c for c in rank_codes if c < 0] or [launcher_code]
+    return failed[0] if failed[0] >= 0 else 128 - failed[0]

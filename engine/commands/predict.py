@@ -6,22 +6,30 @@
     sentence-similarity   embeddings → --output FILE.npy ([N, D]); late interaction → FILE.npz (one
                           [T_i, D] array per text, keys "0", "1", …; --document encodes documents)
 
-Predictions are JSON lines on stdout (or in --output), readable lines on a terminal.
+Texts reach the model as they did in training: its prompts (--query / --document / --prompt-name pick
+one, as sentence-transformers' encode_query / encode_document / prompt_name do), its chat template and
+max length.
+
+Predictions are JSON lines on stdout (or in --output), readable lines on a terminal, written block
+by block as they are made; --output is checked before the model loads.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from engine import inference
-from engine.commands import add_common, dumps, guarded, load, on_terminal
+from engine.commands import add_common, add_input_options, dumps, guarded, load, on_terminal
 from engine.data.mapping import guess_columns, parse_column_items
 from engine.data.reading import read_splits
-from engine.errors import UsageError
-from engine.tasks import EMBEDDING_TASKS, training_task
+from engine.errors import ModelError, UsageError
+from engine.files import atomic_write
+from engine.tasks import EMBEDDING_TASKS, normalize_task, training_task
 
 
 def add_parser(sub) -> None:
@@ -36,7 +44,14 @@ def add_parser(sub) -> None:
     p.add_argument("--top-k", type=int, default=None, help="Labels / tokens to show per prediction "
                    "(default: every label; 5 tokens for fill-mask).")
     p.add_argument("--output", default=None, help="Write predictions here: .npy/.npz for embeddings, JSON lines otherwise.")
-    p.add_argument("--document", action="store_true", help="Late interaction: encode the texts as documents, not queries.")
+    side = p.add_mutually_exclusive_group()
+    side.add_argument("--query", action="store_true", help="Embeddings: encode the texts as queries (the model's "
+                      "query prompt; late interaction does this by default).")
+    side.add_argument("--document", action="store_true", help="Embeddings: encode the texts as documents (the "
+                      "model's document prompt; late interaction: [D] documents, not queries).")
+    p.add_argument("--prompt-name", default=None, help="Embeddings: put the model's prompt of this name before each "
+                   "text (sentence-transformers' prompt_name).")
+    add_input_options(p)
     p.set_defaults(run=guarded(run))
 
 
@@ -73,18 +88,30 @@ def read_inputs(ns, task: str) -> list:
 
 
 # -- outputs ------------------------------------------------------------------------------------
-def save_vectors(path: Path, vectors, late: bool) -> None:
-    """[N, D] embeddings to .npy; late interaction's [T_i, D] matrices to .npz (keys "0", "1", …)."""
-    if late and path.suffix != ".npz":
+STREAM_BATCHES = 16   # batches per block: texts are length-sorted within a block; only a block's results are held
+
+
+def check_output(ns) -> Path | None:
+    """--output, checked before the model loads: a file in a folder this user may write, with the
+    suffix the model's results need (.npy embeddings, .npz late interaction, JSON lines otherwise)."""
+    if not ns.output:
+        return None
+    path = Path(ns.output).expanduser()
+    if path.is_dir():
+        raise UsageError(f"--output {path} is a folder; give a file name in it (e.g. {path / 'predictions.jsonl'}).")
+    folder = next(p for p in path.absolute().parents if p.exists())   # where the missing folders would go
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise UsageError(f"Cannot write --output {path}: {folder} is not a folder this user may write to.")
+    detected, late, _ = inference.folder_kind(ns.model)   # config files only, no weights
+    task = normalize_task(ns.task or detected, ModelError)
+    if task in EMBEDDING_TASKS and late and path.suffix != ".npz":
         raise UsageError("A late-interaction model gives one matrix per text; write them to a .npz file "
                          "(--output vectors.npz).")
-    if not late and path.suffix != ".npy":
+    if task in EMBEDDING_TASKS and not late and path.suffix != ".npy":
         raise UsageError("Embeddings are written as a numpy array: give --output a .npy file.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if late:
-        np.savez(path, **{str(i): v for i, v in enumerate(vectors)})
-    else:
-        np.save(path, vectors)
+    if task not in EMBEDDING_TASKS and path.suffix in (".npy", ".npz"):
+        raise UsageError(f"{task} predictions are JSON lines: give --output a .jsonl file.")
+    return path
 
 
 def vector_rows(texts, vectors, late: bool, with_vectors: bool) -> list[dict]:
@@ -96,41 +123,92 @@ def vector_rows(texts, vectors, late: bool, with_vectors: bool) -> list[dict]:
     return rows
 
 
+def predict_blocks(model, tokenizer, task: str, inputs: list, ns, with_vectors: bool):
+    """Yield (rows, vectors or None) block by block, each computed when the previous one has been
+    written: however many inputs, only one block's results are in memory."""
+    kw = {"batch_size": ns.batch_size, "max_length": ns.max_length}
+    late = bool(model.info.colbert)
+    is_query = False if ns.document else True if ns.query or late else None
+    size = max(ns.batch_size, 1) * STREAM_BATCHES
+    for start in range(0, len(inputs), size):
+        chunk = inputs[start:start + size]
+        if task in EMBEDDING_TASKS:
+            vectors = inference.encode(model, tokenizer, chunk, is_query=is_query, prompt_name=ns.prompt_name, **kw)
+            yield vector_rows(chunk, vectors, late, with_vectors), vectors
+        elif task == "text-classification":
+            yield inference.classify(model, tokenizer, chunk, top_k=ns.top_k, **kw), None
+        elif task == "token-classification":
+            yield inference.tag(model, tokenizer, chunk, **kw), None
+        else:
+            yield inference.fill_mask(model, tokenizer, chunk, top_k=ns.top_k, **kw), None
+
+
+def write_vectors(path, blocks, count: int, late: bool):
+    """Write each block's vectors into ``path`` as it comes, yielding its rows: [N, D] float32 through
+    a .npy memory map; late interaction's [T_i, D] matrices one by one into a .npz (keys "0", "1", …,
+    as np.savez names them)."""
+    if late:
+        with zipfile.ZipFile(path, "w", allowZip64=True) as archive:
+            done = 0
+            for rows, vectors in blocks:
+                for v in vectors:
+                    with archive.open(f"{done}.npy", "w", force_zip64=True) as f:
+                        np.lib.format.write_array(f, np.asarray(v))
+                    done += 1
+                yield rows
+        return
+    array, done = None, 0
+    for rows, vectors in blocks:
+        if array is None:   # the width is known from the first block
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, vectors.shape[1]))
+        array[done:done + len(vectors)] = vectors
+        done += len(vectors)
+        yield rows
+    array.flush()
+
+
+def show(task: str, rows: list[dict], terminal: bool, lines=None) -> None:
+    """Rows as JSON lines into ``lines`` (the --output file) or on stdout; readable on a terminal."""
+    for r in rows:
+        if lines is not None:
+            lines.write(dumps(r) + "\n")
+        if terminal:
+            print(readable(task, r))
+        elif lines is None:
+            sys.stdout.write(dumps(r) + "\n")
+    sys.stdout.flush()   # a reader of the pipe sees each block as it is done
+
+
 # -- the command --------------------------------------------------------------------------------
 def run(ns) -> int:
+    output = check_output(ns)   # refused now, not after all inference
     model, tokenizer, task, _ = load(ns)
     inputs = read_inputs(ns, task)
     if not inputs:
         raise UsageError("No texts to predict on.")
     model.eval()
-    kw = {"batch_size": ns.batch_size, "max_length": ns.max_length}
-    output = Path(ns.output) if ns.output else None
-    if task in EMBEDDING_TASKS:
-        late = bool(model.info.colbert)
-        vectors = inference.encode(model, tokenizer, list(inputs), is_query=not ns.document if late else None, **kw)
-        if output:
-            save_vectors(output, vectors, late)
-        results = vector_rows(inputs, vectors, late, with_vectors=output is None)
-    elif task == "text-classification":
-        results = inference.classify(model, tokenizer, inputs, top_k=ns.top_k, **kw)
-    elif task == "token-classification":
-        results = inference.tag(model, tokenizer, inputs, **kw)
+    terminal = on_terminal(ns)
+    vectors_to_file = output is not None and task in EMBEDDING_TASKS
+    blocks = predict_blocks(model, tokenizer, task, inputs, ns, with_vectors=output is None)
+
+    def write(tmp) -> None:
+        if vectors_to_file:
+            for rows in write_vectors(tmp, blocks, len(inputs), bool(model.info.colbert)):
+                show(task, rows, terminal)
+        else:
+            with open(tmp, "w", encoding="utf-8") as lines:
+                for rows, _ in blocks:
+                    show(task, rows, terminal, lines)
+
+    if output is None:
+        for rows, _ in blocks:
+            show(task, rows, terminal)
     else:
-        results = inference.fill_mask(model, tokenizer, inputs, top_k=ns.top_k, **kw)
-    vectors_written = output is not None and task in EMBEDDING_TASKS
-    if output and not vectors_written:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("".join(dumps(r) + "\n" for r in results), encoding="utf-8")
-    if on_terminal(ns):
-        for r in results:
-            print(readable(task, r))
-        if output:
-            print(f"wrote {len(results)} predictions to {output}")
-    elif not output or vectors_written:
-        for r in results:
-            sys.stdout.write(dumps(r) + "\n")
-        if vectors_written:
-            print(dumps({"output": ns.output, "rows": len(results)}), file=sys.stderr)
+        atomic_write(output, write)   # the file appears whole when all is done, or not at all
+    if output is not None and terminal:
+        print(f"wrote {len(inputs)} predictions to {output}")
+    elif vectors_to_file:
+        print(dumps({"output": ns.output, "rows": len(inputs)}), file=sys.stderr)
     return 0
 
 

@@ -2,8 +2,10 @@
 of truth); --config and the flags go through the same builder as the app (engine.training.config);
 events are JSON lines (--events), and a terminal shows a progress bar.
 
-Exit codes: 0 done (or stopped with a checkpoint), 2 bad input (flags, data, model), 1 a failure while
-training, 130 a second Ctrl+C."""
+Exit codes: 0 done (or stopped with a checkpoint), 2 bad input (flags, data, model, an output folder in
+use), 1 a failure while training, 130 a Ctrl+C that stopped at once (a second one, or one before training).
+
+Warnings always go to stderr, once each, wherever the events go."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +16,7 @@ import traceback
 from dataclasses import fields
 from pathlib import Path
 
+from engine.commands import NamedItems
 from engine.data.args import DatasetArgs
 from engine.data.mapping import parse_column_items
 from engine.errors import UsageError, exit_code
@@ -54,7 +57,7 @@ def _add_dataclass_flags(parser, cls, names) -> None:
     for f in fields(cls):
         if f.name not in names or not f.metadata.get("cli", True):
             continue
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")   # argparse %-formats help text
         kind = str(f.type)
         if f.name == "resume_from_checkpoint":
             parser.add_argument(flag(f), dest=f.name, nargs="?", const="latest", default=argparse.SUPPRESS,
@@ -62,6 +65,9 @@ def _add_dataclass_flags(parser, cls, names) -> None:
         elif kind.startswith("bool"):
             parser.add_argument(flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
+        elif kind.startswith("dict"):
+            parser.add_argument(flag(f), dest=f.name, action=NamedItems, default=argparse.SUPPRESS,
+                                metavar="NAME=TEXT", help=help_text)
         else:
             typ = int if kind.startswith("int") else float if kind.startswith("float") else str
             parser.add_argument(flag(f), dest=f.name, type=typ, default=argparse.SUPPRESS,
@@ -88,19 +94,27 @@ def resolve_train_config(ns: argparse.Namespace) -> RunConfig:
 
 
 class Progress:
-    """A tqdm bar on a terminal for step events; silent otherwise. The CLI's way of showing events."""
+    """The CLI's way of showing events on stderr: every warning, once, wherever the events go; and a
+    tqdm bar for the steps when ``enabled`` (a terminal)."""
 
     def __init__(self, enabled: bool):
-        self.enabled, self.bar = enabled, None
+        self.enabled, self.bar, self.warned = enabled, None, set()
 
     def __call__(self, event: dict) -> None:
+        name = event["event"]
+        if name == "warning":
+            if event["message"] not in self.warned:
+                self.warned.add(event["message"])
+                (self.bar.write if self.bar else lambda m: print(m, file=sys.stderr))(f"warning: {event['message']}")
+            return
         if not self.enabled:
             return
         from tqdm import tqdm
-        name = event["event"]
         if name == "run_started":
             self.bar = tqdm(total=event["total_steps"], initial=event.get("resumed_from_step") or 0,
                             unit="step", dynamic_ncols=True, file=sys.stderr)
+            self.bar.write(f"parameters: {event['trainable_parameters']:,} trainable, "
+                           f"{event['frozen_parameters']:,} frozen, {event['total_parameters']:,} in all")
         elif name == "step" and self.bar is not None:
             self.bar.update(event["step"] - self.bar.n)
             if event.get("loss") is not None:
@@ -108,8 +122,6 @@ class Progress:
         elif name == "eval" and self.bar is not None:
             shown = {k: round(v, 4) for k, v in event["metrics"].items() if isinstance(v, (int, float))}
             self.bar.write(f"eval @ step {event['step']}: {shown}")
-        elif name == "warning":
-            (self.bar.write if self.bar else lambda m: print(m, file=sys.stderr))(f"warning: {event['message']}")
         elif name == "finished" and self.bar is not None:
             self.bar.close()
 
@@ -172,14 +184,16 @@ def _train_command(ns, writer, callbacks, previous) -> int:
         for sig in previous:
             signal.signal(sig, on_signal)
 
+    reported = []   # the error event of the run: it knows more than the exception (e.g. where a replacement is)
     try:
-        record = train_run(cfg, callbacks, overwrite=ns.overwrite, stop_handler=install_stop)
+        record = train_run(cfg, callbacks + [lambda e: reported.append(e) if e["event"] == "error" else None],
+                           overwrite=ns.overwrite, stop_handler=install_stop)
     except BaseException as exc:
         if ns.debug:
             traceback.print_exc()
-        kind, message, hint = classify_error(exc)
+        kind, message, hint = (reported[-1][k] for k in ("kind", "message", "hint")) if reported else classify_error(exc)
         code = 130 if isinstance(exc, KeyboardInterrupt) else exit_code(kind)
-        return fail(kind, message, hint, code, emitted=not isinstance(exc, KeyboardInterrupt))
+        return fail(kind, message, hint, code, emitted=True)   # train_run told the events and the peers
     if ns.events != "-" and rank == 0:
         metrics = {k: round(v, 4) for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
         print(f"{record['status']}: model saved to {args.output_dir}" + (f" — {metrics}" if metrics else ""))

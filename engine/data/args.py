@@ -82,6 +82,10 @@ class DatasetArgs:
         "help": "Fraction of the training rows held out as a test split when the data has none (0 = none)."})
     is_regression: bool | None = field(default=None, metadata={
         "help": "Classification with float targets. None = detect (float labels → regression)."})
+    is_multi_label: bool | None = field(default=None, metadata={
+        "flag": "--multi-label",
+        "help": "Classification with several labels per row: a list of names per row (JSONL), or names separated "
+                "by '|' in one cell (CSV). None = detect (lists, or '|' in the labels)."})
     use_chat_template: bool = field(default=False, metadata={
         "help": "Wrap each text in the tokenizer's chat template (decoder models)."})
     max_rows: int | None = field(default=None, metadata={

@@ -82,7 +82,9 @@ class SentenceSimilarityCollator(_Padding):
 
 
 class ClassificationCollator(_Padding):
-    """{"input_ids", "attention_mask", "labels"}: labels int32 [B], or float32 [B] for regression."""
+    """{"input_ids", "attention_mask", "labels", "token_type_ids" (pairs whose tokenizer gives them)}:
+    labels int32 [B], float32 [B] for regression, or float32 [B, C] multi-hot rows for multi-label
+    (engine/data/labels.py encodes a row's labels as its multi-hot list)."""
 
     def __init__(self, tokenizer=None, *, is_regression: bool = False, **padding):
         super().__init__(tokenizer, **padding)
@@ -90,9 +92,13 @@ class ClassificationCollator(_Padding):
 
     def __call__(self, rows: list[dict]) -> dict:
         ids, mask = self._pad([r["input_ids"] for r in rows])
-        dtype = np.float32 if self.is_regression else np.int32
-        return {"input_ids": mx.array(ids), "attention_mask": mx.array(mask),
-                "labels": mx.array(np.array([r["label"] for r in rows], dtype=dtype))}
+        multi_label = isinstance(rows[0]["label"], list)
+        dtype = np.float32 if self.is_regression or multi_label else np.int32
+        batch = {"input_ids": mx.array(ids), "attention_mask": mx.array(mask),
+                 "labels": mx.array(np.array([r["label"] for r in rows], dtype=dtype))}
+        if "token_type_ids" in rows[0]:   # a pair's segments (BERT); padding is type 0, as transformers pads
+            batch["token_type_ids"] = mx.array(self._pad([r["token_type_ids"] for r in rows], fill=0)[0])
+        return batch
 
 
 class MaskedLMCollator(_Padding):

@@ -10,7 +10,7 @@ from engine.errors import DataError
 from engine.data.labels import LabelInfo, encode_labels, plan_labels
 from engine.data.mapping import apply_columns, resolve_columns
 from engine.data.reading import Source, read_file, read_splits
-from engine.data.validation import Report, validate
+from engine.data.validation import Report, _check_lengths, _Collector, validate
 
 
 @dataclass
@@ -24,6 +24,7 @@ class LoadedData:
     label_info: LabelInfo
     report: Report
     sources: dict[str, Source] = field(default_factory=dict, repr=False)
+    rows_read: int = 0                      # rows of the split trained on, before validation/test rows are held out
 
     @property
     def splits(self) -> dict:
@@ -41,12 +42,13 @@ class LoadedData:
 
 
 def load_dataset(args: DatasetArgs, tokenizer=None, *, cache_dir: str | None = None,
-                 strict: bool = True) -> LoadedData:
+                 strict: bool = True, progress=None) -> LoadedData:
     """Load, map, split, validate and encode; raises :class:`DataError` on any fatal finding.
 
     With a ``tokenizer`` the report also counts tokens (histogram, rows over ``args.max_length``).
-    ``strict=False`` (the GUI's data page) returns the data with a report holding fatal findings
-    instead of raising for them; labels then stay as read. Unreadable files always raise.
+    ``strict=False`` (the GUI's data check) returns the data with a report holding fatal findings
+    instead of raising for them, and labels as read (planned, not encoded: it only reports). Unreadable
+    files always raise. ``progress(done, total)`` follows the token length count (validate).
     """
     args.__post_init__()   # re-check values the caller may have changed since construction
     task = args.task_type
@@ -69,34 +71,36 @@ def load_dataset(args: DatasetArgs, tokenizer=None, *, cache_dir: str | None = N
     if len(splits["train"]) == 0:
         raise DataError("The train split has no rows.", file=train_file, code="empty_file",
                         fix="Choose a file with data rows (a header alone is not enough).")
-    total = len(splits["train"])   # both fractions are of the rows read, not of what is left
+    total = rows_read = len(splits["train"])   # both fractions are of the rows read, not of what is left
     _carve(splits, sources, "test", round(total * args.test_split), args.seed)
     _carve(splits, sources, "validation", round(total * args.validation_split), args.seed + 1)
     report = validate(splits, task, tokenizer=tokenizer, max_length=args.max_length, is_regression=args.is_regression,
-                      sources=sources, columns=mapping, use_chat_template=args.use_chat_template)
+                      sources=sources, columns=mapping, use_chat_template=args.use_chat_template,
+                      is_multi_label=args.is_multi_label, progress=progress)
     if not report.ok:
         if strict:
             report.raise_if_fatal()
         if tokenizer is not None and args.max_length:
-            _lengths_despite_fatal(splits, sources, task, tokenizer, args, report, mapping)
+            _lengths_despite_fatal(splits, sources, task, tokenizer, args, report, mapping, progress)
         return LoadedData(splits["train"], splits.get("validation"), splits.get("test"), task, mapping, LabelInfo(),
-                          report, sources)
-    info = plan_labels(splits, task, args.is_regression)
-    splits = {k: encode_labels(v, task, info) for k, v in splits.items()}
-    return LoadedData(splits["train"], splits.get("validation"), splits.get("test"), task, mapping, info, report, sources)
+                          report, sources, rows_read)
+    info = plan_labels(splits, task, args.is_regression, args.is_multi_label)
+    if strict:
+        splits = {k: encode_labels(v, task, info) for k, v in splits.items()}
+    return LoadedData(splits["train"], splits.get("validation"), splits.get("test"), task, mapping, info, report,
+                      sources, rows_read)
 
 
-def _lengths_despite_fatal(splits, sources, task, tokenizer, args, report, mapping) -> None:
+def _lengths_despite_fatal(splits, sources, task, tokenizer, args, report, mapping, progress) -> None:
     """Token lengths (histogram, too-long warnings) for the GUI's report when only non-text columns
     (a label) are fatal: ``validate`` skips them after any fatal finding, since bad text can break tokenizing."""
-    from engine.data.validation import _check_lengths, _Collector
     texts = ["tokens"] if task == "token-classification" else text_roles_of(splits["train"].column_names)
     text_columns = {mapping.get(r, r) for r in texts}
     if task == "token-classification" or any(f.column is None or f.column in text_columns for f in report.fatal):
         return
     out = _Collector(sources, mapping)
     try:
-        _check_lengths(out, splits, task, tokenizer, args.max_length, report, args.use_chat_template, None)
+        _check_lengths(out, splits, task, tokenizer, args.max_length, report, args.use_chat_template, None, progress)
     except Exception:  # noqa: BLE001 — best effort: the fatal findings already say what to fix
         return
     report.findings += out.findings

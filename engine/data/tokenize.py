@@ -1,8 +1,10 @@
 """Tokenization: once per dataset through ``datasets.map`` (batched, cached), plus ``render`` for the GUI.
+Texts become token ids through engine/data/inputs.py, the pipeline `raclate eval` / `predict` share.
 
 Columns produced by :func:`tokenize_dataset` (the raw role columns stay, collators hash raw texts):
 - sentence-similarity: ``<role>_input_ids`` per text role (text, text_pair, negative, negative_1, ...)
-- text-classification / masked-lm: ``input_ids`` (a text pair is encoded jointly, as the model sees it)
+- text-classification / masked-lm: ``input_ids`` (a text pair is encoded jointly, as the model sees it),
+  and for a pair ``token_type_ids`` when the tokenizer gives them (BERT: the second text is type 1)
 - token-classification: ``input_ids``, ``word_ids`` (-1 = special token) and ``label_ids`` aligned to
   the first sub-token of each word (-100 elsewhere; ``label_all_tokens`` labels every sub-token)
 """
@@ -14,6 +16,8 @@ import json
 import numpy as np
 
 from engine.data.args import base_role, normalize_task, text_roles_of
+from engine.data.inputs import tokenize_texts
+from engine.data.labels import arrow_column
 from engine.errors import DataError
 
 IGNORE = -100
@@ -69,20 +73,6 @@ def _prompt(prompts: dict | None, role: str) -> str:
     return ""
 
 
-def format_text(text, tokenizer, *, role: str = "text", prompts: dict | None = None,
-                use_chat_template: bool = False) -> str:
-    """The string that is tokenized for one text: prompt prefix, then the tokenizer's chat template."""
-    text = _prompt(prompts, role) + ("" if text is None else str(text))
-    if not use_chat_template:
-        return text
-    if not getattr(tokenizer, "chat_template", None):
-        raise DataError(f"The tokenizer {getattr(tokenizer, 'name_or_path', '') or ''!r} has no chat template.",
-                        code="no_chat_template",
-                        fix="Turn off use_chat_template, or pick a chat/instruct model whose tokenizer has one.")
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=False)
-
-
 def align_labels(word_ids, word_labels, label_all_tokens: bool = False) -> list[int]:
     """Word tags → one label per token: the first sub-token of a word gets the tag, the rest -100
     (or the tag too with ``label_all_tokens``); special tokens (word id None or -1) get -100."""
@@ -105,11 +95,7 @@ def encode_batch(batch: dict, tokenizer, task: str, max_length: int | None = Non
     ``max_length=None`` means no truncation (used to measure lengths)."""
     task = normalize_task(task)
     trunc = {"truncation": True, "max_length": max_length} if max_length else {"truncation": False}
-    special = not use_chat_template   # a chat template writes its own special tokens
-
-    def fmt(values, role):
-        return [format_text(v, tokenizer, role=role, prompts=prompts, use_chat_template=use_chat_template)
-                for v in values]
+    template = {"use_chat_template": use_chat_template, "max_length": max_length}
 
     if task == "token-classification":
         if use_chat_template:
@@ -121,16 +107,25 @@ def encode_batch(batch: dict, tokenizer, task: str, max_length: int | None = Non
         if "labels" in batch:
             out["label_ids"] = [align_labels(w, l or [], label_all_tokens) for w, l in zip(word_ids, batch["labels"])]
         return out
-    if task == "sentence-similarity":
-        return {f"{role}_input_ids": tokenizer(fmt(batch[role], role), add_special_tokens=special, **trunc)["input_ids"]
+    if task == "sentence-similarity":   # stripped, as sentence-transformers does
+        return {f"{role}_input_ids": tokenize_texts(tokenizer, batch[role], prompt=_prompt(prompts, role), strip=True,
+                                                    **template)["input_ids"]
                 for role in text_roles_of(batch.keys())}
-    texts = fmt(batch["text"], "text")
-    if "text_pair" in batch and task == "text-classification":
-        if use_chat_template:
-            joined = [f"{a}\n{b}" for a, b in zip(batch["text"], batch["text_pair"])]
-            return {"input_ids": tokenizer(fmt(joined, "text"), add_special_tokens=False, **trunc)["input_ids"]}
-        return {"input_ids": tokenizer(texts, fmt(batch["text_pair"], "text_pair"), **trunc)["input_ids"]}
-    return {"input_ids": tokenizer(texts, add_special_tokens=special, **trunc)["input_ids"]}
+    pairs = batch["text_pair"] if "text_pair" in batch and task == "text-classification" else None
+    enc = tokenize_texts(tokenizer, batch["text"], pairs, prompt=_prompt(prompts, "text"),
+                         pair_prompt=_prompt(prompts, "text_pair"), **template)
+    out = {"input_ids": enc["input_ids"]}
+    if pair_token_types(tokenizer, task, batch.keys(), use_chat_template):
+        out["token_type_ids"] = enc["token_type_ids"]
+    return out
+
+
+def pair_token_types(tokenizer, task: str, columns, use_chat_template: bool = False) -> bool:
+    """Whether rows get a ``token_type_ids`` column: text-classification pairs tokenized as two texts
+    (a chat template joins them into one) by a tokenizer that gives segment ids, which transformers
+    (pipeline, CrossEncoder) then passes to the model."""
+    return (task == "text-classification" and "text_pair" in columns and not use_chat_template
+            and "token_type_ids" in getattr(tokenizer, "model_input_names", ()))
 
 
 def tokenize_dataset(ds, tokenizer, task: str, max_length: int, *, use_chat_template: bool = False,
@@ -147,6 +142,8 @@ def tokenize_dataset(ds, tokenizer, task: str, max_length: int, *, use_chat_temp
         features.update({f"{r}_input_ids": ids for r in text_roles_of(ds.column_names)})
     else:
         features["input_ids"] = ids
+    if pair_token_types(tokenizer, task, ds.column_names, use_chat_template):
+        features["token_type_ids"] = ids
     if task == "token-classification":
         features["word_ids"] = ids
         if "labels" in ds.column_names:
@@ -170,19 +167,24 @@ def _lengths_batch(batch: dict, tokenizer, task: str, use_chat_template: bool, p
 
 
 def token_lengths(ds, tokenizer, task: str, *, use_chat_template: bool = False, prompts: dict | None = None,
-                  batch_size: int = 1000) -> dict[str, np.ndarray]:
+                  batch_size: int = 4096, progress=None) -> dict[str, np.ndarray]:
     """Untruncated token counts per row: {role: lengths}; classification/MLM report one "text" (a pair
-    counts jointly), token classification "tokens". Cached by ``datasets.map`` like the tokenization."""
+    counts jointly), token classification "tokens". Streamed over the Arrow columns ``batch_size`` rows
+    at a time (no cache file: the tokenizer is the cost); ``progress(done, total)`` after each chunk."""
     task = normalize_task(task)
     tokenizer = prepare_tokenizer(tokenizer, task)
     keep = ["tokens"] if task == "token-classification" else text_roles_of(ds.column_names)
     if not keep or not len(ds):
         return {}
-    lengths = ds.select_columns(keep).map(
-        _lengths_batch, batched=True, batch_size=batch_size, remove_columns=keep, desc="Measuring token lengths",
-        fn_kwargs={"tokenizer": tokenizer, "task": task, "use_chat_template": use_chat_template, "prompts": prompts})
-    table = lengths.with_format("arrow")[:]
-    return {name[:-len("_length")]: table[name].to_numpy() for name in table.column_names}
+    columns = {role: arrow_column(ds, role) for role in keep}
+    parts: dict[str, list] = {}
+    for start in range(0, len(ds), batch_size):
+        batch = {role: values.slice(start, batch_size).to_pylist() for role, values in columns.items()}
+        for name, lengths in _lengths_batch(batch, tokenizer, task, use_chat_template, prompts).items():
+            parts.setdefault(name[:-len("_length")], []).append(np.asarray(lengths, dtype=np.int64))
+        if progress is not None:
+            progress(min(start + batch_size, len(ds)), len(ds))
+    return {role: np.concatenate(chunks) for role, chunks in parts.items()}
 
 
 def render(row: dict, tokenizer, task: str, max_length: int | None = None, *, use_chat_template: bool = False,

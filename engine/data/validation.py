@@ -1,4 +1,9 @@
-"""Per-row checks of role-named splits → a Report of findings (fatal | warning) with rows and fixes."""
+"""Checks of role-named splits → a Report of findings (fatal | warning) with rows and fixes.
+
+The checks are vectorised over the Arrow columns (pyarrow.compute / numpy; only the rows of a column
+that mixes value types are looked at one by one); duplicates are found by hashing (dictionary
+encoding). Token lengths, the one costly part, go through the tokenizer's batch encode in chunks,
+with ``progress(done, total)`` after each."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -9,7 +14,9 @@ import pyarrow.compute as pc
 
 from engine.data.args import base_role, normalize_task, text_roles_of
 from engine.errors import DataError, location
-from engine.data.labels import arrow_column, item_feature, label_kind, numeric_strings
+from engine.data.labels import (SEPARATOR, arrow_column, item_feature, label_kind, label_lists,
+                                 multi_label_source, numeric_strings)
+from engine.data.tokenize import token_lengths
 
 IMBALANCE_RATIO = 10     # largest / smallest class count that earns a warning
 EXAMPLES = 5             # row numbers shown per finding
@@ -44,6 +51,7 @@ class Report:
     truncated_rows: int = 0                 # rows (all splits) with a text longer than max_length
     max_length: int | None = None
     label_counts: dict[str, int] = field(default_factory=dict)   # train class → rows
+    multi_label: bool = False               # several labels per row (lists, or '|'-separated text)
 
     @property
     def fatal(self) -> list[Finding]:
@@ -106,27 +114,37 @@ def _list_rows(lists, item_mask) -> np.ndarray:
 
 def validate(splits: dict, task: str, *, tokenizer=None, max_length: int | None = None,
              is_regression: bool | None = None, sources: dict | None = None, columns: dict | None = None,
-             use_chat_template: bool = False, prompts: dict | None = None) -> Report:
+             use_chat_template: bool = False, prompts: dict | None = None,
+             is_multi_label: bool | None = None, progress=None) -> Report:
     """Check role-named splits ({"train": Dataset, ...}); fatal findings make ``report.raise_if_fatal()`` raise.
 
     ``sources`` (split → reading.Source) turns split rows into file lines, ``columns`` (role → user's
     column) names columns as the user knows them; with a ``tokenizer`` token lengths are measured too.
+    ``is_multi_label`` None detects multi-label classification (engine/data/labels.py says how).
+    ``progress(done, total)`` is called as token lengths are measured (rows of all splits); an
+    exception it raises (the app's Cancel) stops the check.
     """
     task = normalize_task(task)
     out = _Collector(sources, columns)
-    report = Report(num_rows={k: len(v) for k, v in splits.items()}, max_length=max_length)
+    multi = multi_label_source(splits, is_multi_label) if task == "text-classification" else None
+    report = Report(num_rows={k: len(v) for k, v in splits.items()}, max_length=max_length, multi_label=bool(multi))
     for split, ds in splits.items():
         for role in text_roles_of(ds.column_names) if task != "token-classification" else ():
             _check_text(out, split, ds, role)
         if task == "token-classification":
             _check_tokens(out, split, ds)
+        elif "label" in ds.column_names and multi:
+            _check_label_lists(out, split, ds, multi, is_regression)
         elif "label" in ds.column_names:
-            _check_label(out, split, ds, task, is_regression)
+            _check_label(out, split, ds, task, is_regression, is_multi_label)
     if not any(f.severity == "fatal" for f in out.findings):
-        _check_classes(out, splits, task, is_regression, report)
+        if multi:
+            _check_label_names(out, splits, multi, is_multi_label, report)
+        else:
+            _check_classes(out, splits, task, is_regression, report)
         _check_duplicates(out, splits, task)
         if tokenizer is not None and max_length:
-            _check_lengths(out, splits, task, tokenizer, max_length, report, use_chat_template, prompts)
+            _check_lengths(out, splits, task, tokenizer, max_length, report, use_chat_template, prompts, progress)
     report.findings = out.findings
     return report
 
@@ -161,13 +179,24 @@ def _mixed_rows(ds, column):
     return first, sorted(set(types) - {"NoneType"}), rows
 
 
-def _check_label(out, split, ds, task, is_regression):
+def _check_label(out, split, ds, task, is_regression, is_multi_label=None):
     kind = label_kind(ds.features["label"])
     if kind == "mixed":
         first, kinds, rows = _mixed_rows(ds, "label")
         out.add("fatal", "mixed_label_types", f"The label column mixes value types ({', '.join(kinds)}); "
                 f"the first row has {first}.", "Use one type for every label: all text or all numbers.",
                 split, "label", rows)
+        return
+    if kind == "list" and task == "text-classification":   # only with is_multi_label=False
+        out.add("fatal", "bad_label_type", "The label column holds lists of labels, but is_multi_label is off.",
+                "Leave is_multi_label unset (or --multi-label) to train multi-label classification, or give "
+                "one label per row.", split, "label", [0], len(ds))
+        return
+    if is_multi_label and task == "text-classification":   # lists and text are read as label lists
+        out.add("fatal", "bad_label_type", f"Multi-label classification needs label names; the label column "
+                f"holds {ds.features['label']} values.", f'Give each row a list of names (["sports", '
+                f'"politics"]) or, in CSV, names separated by "{SEPARATOR}" (sports{SEPARATOR}politics).',
+                split, "label", [0], len(ds))
         return
     if kind in ("null", "list", "other"):
         out.add("fatal", "bad_label_type", f"The label column holds {ds.features['label']} values.",
@@ -195,6 +224,69 @@ def _check_label(out, split, ds, task, is_regression):
                     "Turn off is_regression to train classes, or map a numeric column." if task != "sentence-similarity"
                     else "Map a numeric score column (0..1), or leave label unmapped for (anchor, positive) pairs.",
                     split, "label", bad)
+
+
+def _check_label_lists(out, split, ds, source, is_regression):
+    """Multi-label rows: a list of label names each ([] = none); every name a non-empty string."""
+    if is_regression:
+        out.add("fatal", "bad_label_type", "The label column holds lists of labels, not regression targets.",
+                "Turn off is_regression to train multi-label classification, or map a numeric column.",
+                split, "label", [0], len(ds))
+        return
+    lists = label_lists(arrow_column(ds, "label"))
+    missing = _rows(pc.is_null(lists))
+    if len(missing):
+        out.add("fatal", "missing_label", f"{len(missing)} row(s) have no label list.",
+                "Write [] for a row without labels, or remove these rows.", split, "label", missing)
+    items = pc.list_flatten(lists)
+    if pa.types.is_null(items.type):   # every list empty: _check_label_names says so for train
+        return
+    if not (pa.types.is_string(items.type) or pa.types.is_large_string(items.type)):
+        first = int(_rows(pc.greater(pc.fill_null(pc.list_value_length(lists), 0), 0))[0])
+        out.add("fatal", "non_string_label", f"Multi-label labels must be lists of label names; the column holds "
+                f"{items.type} items (e.g. {lists[first].as_py()!r}).", 'Write the names as text, e.g. '
+                '["sports", "politics"] (quote numbers: ["1", "3"]).', split, "label", [first], len(ds))
+        return
+    nulls = _list_rows(lists, pc.is_null(items))
+    if len(nulls):
+        out.add("fatal", "missing_label", f"{len(nulls)} row(s) have a null inside their label list.",
+                "Remove the nulls from the lists ([] is a row without labels).", split, "label", nulls)
+    empty = _list_rows(lists, pc.fill_null(pc.equal(pc.utf8_trim_whitespace(items), ""), False))
+    if len(empty):
+        fix = (f'Remove the extra "{SEPARATOR}" (e.g. "tech{SEPARATOR}{SEPARATOR}sports" → '
+               f'"tech{SEPARATOR}sports").' if source == "separated" else "Remove the empty strings from the lists.")
+        out.add("fatal", "empty_label", f"{len(empty)} row(s) have an empty label name "
+                f"(e.g. {lists[int(empty[0])].as_py()!r}).", fix, split, "label", empty)
+
+
+def _check_label_names(out, splits, source, is_multi_label, report):
+    """Multi-label: label counts over train, no label at all, labels other splits add, and what was detected."""
+    if "train" not in splits:
+        return
+    names = pc.drop_null(pc.list_flatten(label_lists(arrow_column(splits["train"], "label"))))
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(names).to_pylist()}
+    report.label_counts = dict(sorted(counts.items()))
+    if not counts:
+        out.add("fatal", "no_labels", "No row of the train split has a label; every label list is empty.",
+                "Map the column that holds the labels (check the column mapping).", "train", "label",
+                [0], len(splits["train"]))
+        return
+    for split, ds in splits.items():
+        lists = label_lists(arrow_column(ds, "label"))
+        unseen = pc.invert(pc.is_in(pc.list_flatten(lists), value_set=pa.array(list(counts), pa.string())))
+        rows = _list_rows(lists, unseen) if split != "train" else []
+        if len(rows):
+            names = sorted(set(pc.filter(pc.list_flatten(lists), unseen).to_pylist()))
+            out.add("warning", "unseen_label", f"{len(names)} label(s) of the {split} split never occur in "
+                    f"train: {', '.join(map(repr, names[:5]))}.", "Add training rows with these labels; "
+                    "the model cannot learn a label it never saw.", split, "label", rows)
+    if source == "separated" and is_multi_label is None:   # a guess from the text: say so
+        values = arrow_column(splits["train"], "label")
+        example = pc.filter(values, pc.fill_null(pc.match_substring(values, SEPARATOR), False))[0].as_py()
+        out.add("warning", "multi_label", f"The labels are names separated by '{SEPARATOR}' (e.g. {example!r}): "
+                f"training multi-label classification over {len(counts)} labels.",
+                f"Set is_multi_label=False (--no-multi-label) if '{SEPARATOR}' is part of single class names.",
+                "train", "label", [], len(splits["train"]))
 
 
 def _check_tokens(out, split, ds):
@@ -309,15 +401,17 @@ def _check_duplicates(out, splits, task):
     train_keys = _keys(splits["train"], task) if "train" in splits else None
     if train_keys is None:
         return
-    table = pa.table({"key": train_keys, "i": pa.array(np.arange(len(train_keys)))})
-    first = table.group_by("key", use_threads=False).aggregate([("i", "min")])["i_min"]
-    dup = _rows(pc.invert(pc.is_in(table["i"], value_set=first.combine_chunks())))
+    # Hashing: dictionary encoding numbers the distinct keys; a row whose number came before is a repeat.
+    encoded = pc.dictionary_encode(train_keys)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    dup = np.setdiff1d(np.arange(len(codes)), first, assume_unique=True)
     role = "tokens" if task == "token-classification" else "text"
     if len(dup):
         out.add("warning", "duplicates", f"{len(dup)} row(s) repeat an earlier train row.",
                 "Remove the repeats (they weigh those examples more and inflate validation scores).",
                 "train", role, dup)
-    unique_train = pc.unique(train_keys)
+    unique_train = encoded.dictionary
     for split, ds in splits.items():
         if split == "train":
             continue
@@ -328,11 +422,15 @@ def _check_duplicates(out, splits, task):
                     f"Remove these rows from the {split} data (or from train).", split, role, rows)
 
 
-def _check_lengths(out, splits, task, tokenizer, max_length, report, use_chat_template, prompts):
-    from engine.data.tokenize import token_lengths
-    pooled = []
+def _check_lengths(out, splits, task, tokenizer, max_length, report, use_chat_template, prompts, progress=None):
+    pooled, done, total = [], 0, sum(len(ds) for ds in splits.values())
+
+    def step(rows, _split_rows):   # a split's progress → progress over every split
+        progress(done + rows, total)
     for split, ds in splits.items():
-        lengths = token_lengths(ds, tokenizer, task, use_chat_template=use_chat_template, prompts=prompts)
+        lengths = token_lengths(ds, tokenizer, task, use_chat_template=use_chat_template, prompts=prompts,
+                                progress=step if progress is not None else None)
+        done += len(ds)
         if not lengths:
             continue
         if split == "train":

@@ -6,60 +6,52 @@ import numpy as np
 
 import mlx.core as mx
 
+from engine.data.inputs import pick_prompt, tokenize_texts
 from engine.models import pylate
 from engine.models.heads import LateInteractionModel
 
 
 def max_length_of(model, tokenizer) -> int:
-    """sentence-transformers' max_seq_length when set, else the smaller of the tokenizer's and the
-    position table's limits."""
+    """sentence-transformers' max_seq_length (a trained model's: its run's max_length) when set, else
+    the smaller of the tokenizer's and the position table's limits."""
     if model.info.max_seq_length:
         return int(model.info.max_seq_length)
     limits = [getattr(tokenizer, "model_max_length", None), model.config.get("max_position_embeddings")]
     return int(min(x for x in limits if x and x < 1e9) if any(x and x < 1e9 for x in limits) else 512)
 
 
-def apply_prompt(model, texts: list[str], prompt_name: str | None = None, prompt: str | None = None) -> list[str]:
-    """Prefix texts with a sentence-transformers prompt (``prompt`` wins over ``prompt_name``;
-    the model's ``default_prompt_name`` applies when neither is given)."""
-    if prompt is None:
-        name = prompt_name or model.info.default_prompt_name
-        if name is not None:
-            if name not in model.info.prompts:
-                known = ", ".join(model.info.prompts) or "none"
-                raise ValueError(f"Prompt {name!r} is not defined by this model (prompts: {known}).")
-            prompt = model.info.prompts[name]
-    return [prompt + t for t in texts] if prompt else list(texts)
-
-
 def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | None = None,
            prompt: str | None = None, max_length: int | None = None, normalize: bool | None = None,
-           is_query: bool | None = None):
+           is_query: bool | None = None, use_chat_template: bool | None = None):
     """Embed ``texts`` (a string or a list). Dense models → float32 [N, D]; late-interaction
-    models → a list of [T_i, D] arrays. Order follows ``texts``; texts are stripped, as
-    sentence-transformers does.
+    models → a list of [T_i, D] arrays. Order follows ``texts``. The texts go through the model's
+    input pipeline (engine/data/inputs.py: prompt, stripped, chat template when the model was trained
+    with one, unless ``use_chat_template`` says otherwise), as they did in training.
+
+    Prompts follow sentence-transformers' ``encode``: ``prompt`` wins over ``prompt_name``, else the
+    model's ``default_prompt_name`` applies; for dense models ``is_query`` picks the "query" or
+    "document" prompt instead (``encode_query`` / ``encode_document``).
 
     Late interaction follows PyLate's ``ColBERT.encode``: ``is_query`` (default True) picks the
     [Q]/[D] prefix; a query keeps every position of its expansion to ``query_length`` (the [MASK]
-    pads included), a document its real tokens minus the punctuation skiplist. For dense models
-    ``is_query`` picks the model's "query"/"document" prompt when it has one (ST's
-    ``encode_query``/``encode_document``) and no prompt was given."""
+    pads included), a document its real tokens minus the punctuation skiplist."""
     single = isinstance(texts, str)
+    texts = [texts] if single else list(texts)
     late = isinstance(model, LateInteractionModel)
-    if not late and is_query is not None and prompt is None and prompt_name is None:
-        name = "query" if is_query else "document"
-        prompt_name = name if model.info.prompts.get(name) else None
-    texts = [t.strip() for t in apply_prompt(model, [texts] if single else list(texts), prompt_name, prompt)]
-    if late and model.info.colbert:
-        results = _encode_late(model, tokenizer, texts, batch_size, True if is_query is None else is_query)
+    if late and model.info.colbert:   # PyLate picks no prompt by is_query
+        text = pick_prompt(model.info, prompt_name=prompt_name, prompt=prompt)
+        results = _encode_late(model, tokenizer, [text + t for t in texts], batch_size,
+                               True if is_query is None else is_query)
         return results[0] if single else results
+    prompt = pick_prompt(model.info, is_query=None if late else is_query, prompt_name=prompt_name, prompt=prompt)
     max_length = max_length or max_length_of(model, tokenizer)
+    template = model.info.use_chat_template if use_chat_template is None else use_chat_template
     order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
     results: list = [None] * len(texts)
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="np")
+        enc = tokenize_texts(tokenizer, [texts[i] for i in idx], prompt=prompt, strip=True, max_length=max_length,
+                             use_chat_template=template, padding=True, return_tensors="np")
         ids = mx.array(enc["input_ids"].astype(np.int32))
         mask = mx.array(enc["attention_mask"].astype(np.int32))
         out = model(ids, mask)

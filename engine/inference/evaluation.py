@@ -4,7 +4,7 @@ evaluations compute them: `raclate eval`, the app's Evaluate page and the traine
     load_eval_data(model, task, data | record=...)   -> (role-named Dataset, LabelInfo, task)
     remap_labels(ds, label_info, model, task)        -> the data's label ids as the model's ids
     eval_batches(model, tokenizer, task, ds, ...)    -> collated batches in length order
-    evaluate_dataset(model, tokenizer, task, ds, label_info) -> metrics
+    evaluate_dataset(model, tokenizer, task, ds, label_info) -> metrics (examples=N: the misclassified rows)
     evaluate_retrieval(model, tokenizer, ds)         -> retrieval metrics with the worst queries
     evaluate_file(model, tokenizer, task, data)      -> {task, rows, metrics}
 
@@ -17,9 +17,12 @@ from typing import Iterator
 
 import numpy as np
 
+import mlx.core as mx
+
 from engine.data import DatasetArgs, LabelInfo, load_dataset, tokenize_dataset
 from engine.data.args import text_roles_of
 from engine.data.collators import collator_for
+from engine.data.inputs import role_prompts
 from engine.errors import UsageError
 from engine.inference.encode import max_length_of
 from engine.inference.loading import is_regression
@@ -40,6 +43,7 @@ def load_eval_data(model, task: str, data: str | None = None, *, record: dict | 
     folder or Hub id, its columns mapped by ``columns`` {role: column}), or, with no ``data``, the
     validation split of the run ``record`` describes. ``max_rows`` keeps the first rows."""
     regression = is_regression(model) if task == "text-classification" else None
+    multi_label = _multi_label(model) if task == "text-classification" else None
     if data is None:
         settings = {k: v for k, v in ((record or {}).get("data") or {}).items() if k in DatasetArgs.__dataclass_fields__}
         if not settings.get("data"):
@@ -55,8 +59,12 @@ def load_eval_data(model, task: str, data: str | None = None, *, record: dict | 
     length = {"max_length": max(max_length, 2)} if max_length else {}
     loaded = load_dataset(DatasetArgs(data=data, task_type=task, columns=dict(columns or {}), split=split,
                                       subset=subset, validation_split=0.0, max_rows=max_rows,
-                                      is_regression=regression, **length))
+                                      is_regression=regression, is_multi_label=multi_label, **length))
     return loaded.train, loaded.label_info, loaded.task
+
+
+def _multi_label(model) -> bool:
+    return model.info.config.get("problem_type") == "multi_label_classification"
 
 
 def remap_labels(ds, data_info, model, task: str):
@@ -78,6 +86,14 @@ def remap_labels(ds, data_info, model, task: str):
     if unknown:
         raise UsageError(f"The data has labels the model does not know: {', '.join(unknown[:10])}. The model's labels "
                          f"are: {', '.join(names[:20])}.")
+    if data_info.is_multi_label:   # multi-hot columns in the data's name order → the model's order
+        columns = [lookup[i] for i in range(len(data_info.names))]
+
+        def fn(b):
+            rows = np.zeros((len(b["label"]), len(names)), dtype=np.float32)
+            rows[:, columns] = np.asarray(b["label"], dtype=np.float32).reshape(len(rows), len(columns))
+            return {"label": rows.tolist()}
+        return ds.map(fn, batched=True, desc="Matching labels"), LabelInfo(names, len(names), False, True)
     if task == "token-classification":
         def fn(b):
             return {"labels": [[lookup.get(t, -100) if t >= 0 else t for t in row] for row in b["labels"]]}
@@ -95,51 +111,113 @@ def token_lengths(tokenized) -> np.ndarray:
     return np.max(np.stack(per_col), axis=0)
 
 
+def length_order(tokenized) -> np.ndarray:
+    """Row indices shortest first (equal lengths in row order): the order evaluation reads rows in."""
+    return np.argsort(token_lengths(tokenized), kind="stable")
+
+
 def collated_batches(tokenized, collator, task: str, batch_size: int) -> Iterator[tuple[int, dict]]:
     """(rows, collated batch) over every row of ``tokenized`` in length order: similar lengths share a
     batch, so there is less padding. Masked LM draws its masks from the batch's position."""
-    order = np.argsort(token_lengths(tokenized), kind="stable")
+    order = length_order(tokenized)
     for position, start in enumerate(range(0, len(tokenized), batch_size)):
         picked = tokenized[[int(i) for i in order[start:start + batch_size]]]
         rows = [{k: v[i] for k, v in picked.items()} for i in range(len(next(iter(picked.values()))))]
         yield len(rows), collator(rows, position=position) if task == "masked-lm" else collator(rows)
 
 
-def eval_batches(model, tokenizer, task: str, ds, batch_size: int, max_length: int, seed: int = 0) -> Iterator[dict]:
-    """``ds`` (role-named) tokenized and collated for ``task`` in length order, as the trainer evaluates."""
-    tokenized = tokenize_dataset(ds, tokenizer, task, max_length)
+def _tokenized(model, tokenizer, task: str, ds, max_length: int):
+    """``ds`` (role-named) tokenized as the trainer evaluates it: with the model's prompts and chat
+    template (engine/data/inputs.py)."""
+    return tokenize_dataset(ds, tokenizer, task, max_length, use_chat_template=model.info.use_chat_template,
+                            prompts=role_prompts(model.info, task))
+
+
+def _collator(model, tokenizer, task: str, max_length: int, seed: int = 0):
     if task == "sentence-similarity" and model.info.colbert:   # PyLate's query/document format
-        collator = ColBERTCollator(tokenizer, model.info.colbert, max_length=max_length)
-    else:
-        kw = {"pad_to_multiple_of": 8}
-        if task == "text-classification":
-            kw["is_regression"] = is_regression(model)
-        if task == "masked-lm":
-            kw["seed"] = seed
-        collator = collator_for(task, tokenizer, **kw)
+        return ColBERTCollator(tokenizer, model.info.colbert, max_length=max_length)
+    kw = {"pad_to_multiple_of": 8}
+    if task == "text-classification":
+        kw["is_regression"] = is_regression(model)
+    if task == "masked-lm":
+        kw["seed"] = seed
+    return collator_for(task, tokenizer, **kw)
+
+
+def eval_batches(model, tokenizer, task: str, ds, batch_size: int, max_length: int, seed: int = 0) -> Iterator[dict]:
+    """``ds`` (role-named) tokenized and collated for ``task`` in length order, as the trainer evaluates:
+    with the model's prompts and chat template (engine/data/inputs.py)."""
+    tokenized = _tokenized(model, tokenizer, task, ds, max_length)
+    collator = _collator(model, tokenizer, task, max_length, seed)
     for _, batch in collated_batches(tokenized, collator, task, batch_size):
         yield batch
 
 
 # -- metrics -------------------------------------------------------------------------------------
 def evaluate_dataset(model, tokenizer, task: str, ds, label_info, *, batch_size: int = 32, max_length=None,
-                     progress=None) -> dict:
+                     progress=None, examples: int = 0) -> dict:
     """The task's metrics of ``model`` on role-named ``ds``; class labels are matched to the model's
-    by name first (:func:`remap_labels`)."""
+    by name first (:func:`remap_labels`). ``examples`` > 0 (single-label classification) adds
+    ``misclassified``: up to that many wrong predictions, worst first (:func:`misclassified`)."""
     progress = progress or no_progress
     if task in LABELLED_TASKS:
         ds, label_info = remap_labels(ds, label_info, model, task)
     max_length = max(max_length or max_length_of(model, tokenizer), 2)
     total = math.ceil(len(ds) / batch_size)
     model.eval()
+    tokenized = _tokenized(model, tokenizer, task, ds, max_length)
+    collator = _collator(model, tokenizer, task, max_length)
+    single_label = task == "text-classification" and not label_info.is_regression and not label_info.is_multi_label
+    scored = _Scores(model) if examples > 0 and single_label else None
 
     def tracked():
-        for i, batch in enumerate(eval_batches(model, tokenizer, task, ds, batch_size, max_length)):
+        for i, (_, batch) in enumerate(collated_batches(tokenized, collator, task, batch_size)):
             progress(i, total, "Evaluating")
             yield batch
-    metrics = evaluate_batches(task, model, tracked(), label_info)
+    metrics = evaluate_batches(task, scored or model, tracked(), label_info)
     progress(total, total, "Evaluating")
+    if scored is not None and scored.probabilities:
+        probabilities = np.empty((len(ds), scored.probabilities[0].shape[1]), np.float32)
+        probabilities[length_order(tokenized)] = np.concatenate(scored.probabilities)   # back in row order
+        metrics["misclassified"] = misclassified(ds, probabilities, label_info.names, examples)
     return metrics
+
+
+class _Scores:
+    """``model`` as ``evaluate_batches`` calls it, keeping each batch's class probabilities: the
+    per-example predictions come from the same forward pass as the metrics."""
+
+    def __init__(self, model):
+        self.model, self.probabilities = model, []
+
+    def __call__(self, *inputs):
+        out = self.model(*inputs)   # (B, C)
+        self.probabilities.append(np.array(mx.softmax(out.astype(mx.float32), axis=-1)))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def misclassified(ds, probabilities: np.ndarray, names, limit: int) -> list[dict]:
+    """The rows of role-named ``ds`` predicted wrong, worst first (the least probability on the right
+    label), at most ``limit``: [{row, text, text_pair?, label, predicted, confidence, label_score}];
+    ``confidence`` is the predicted label's probability."""
+    labels = np.asarray(ds["label"], dtype=np.int64)                  # (N,)
+    predicted = probabilities.argmax(axis=1)                          # (N,)
+    right = probabilities[np.arange(len(labels)), labels]             # (N,)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(right[wrong], kind="stable")][:limit]
+    names = list(names or []) or [str(i) for i in range(probabilities.shape[1])]
+    pairs = ds["text_pair"] if "text_pair" in ds.column_names else None
+    rows = []
+    for i in worst.tolist():
+        row = {"row": i, "text": str(ds[i]["text"]), "label": names[labels[i]], "predicted": names[predicted[i]],
+               "confidence": float(probabilities[i, predicted[i]]), "label_score": float(right[i])}
+        if pairs is not None:
+            row["text_pair"] = str(pairs[i])
+        rows.append(row)
+    return rows
 
 
 def evaluate_retrieval(model, tokenizer, ds, *, progress=None, worst: int = 20, top: int = 5) -> dict:

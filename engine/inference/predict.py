@@ -1,11 +1,13 @@
 """One answer per input for the head tasks, as the transformers pipelines give it:
 
-    classify   text-classification   labels with scores, best first (softmax; sigmoid for multi-label;
-                                     the value for regression)
+    classify   text-classification   labels with scores, best first (softmax; for multi-label a sigmoid
+                                     per label and the labels at or above the threshold; the value for
+                                     regression)
     tag        token-classification  one tag per word and the entities they form
     fill_mask  masked-lm             the top tokens for each mask ([MASK] or <mask> in the text)
 
-Inputs are batched (``batch_size``) and truncated to ``max_length`` tokens (default: the model's).
+Inputs are batched (``batch_size``), go through the model's input pipeline (engine/data/inputs.py: its
+chat template when it was trained with one) and are truncated to ``max_length`` tokens (default: the model's).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import mlx.core as mx
 
 from engine.data import prepare_tokenizer
+from engine.data.inputs import tokenize_texts
 from engine.errors import UsageError
 from engine.inference.encode import max_length_of
 from engine.metrics import get_entities
@@ -29,8 +32,13 @@ def _chunks(items, size):
         yield items[start:start + size]
 
 
-def _forward(model, enc) -> np.ndarray:
-    out = model(mx.array(enc["input_ids"].astype(np.int32)), mx.array(enc["attention_mask"].astype(np.int32)))
+def _forward(model, enc, token_types: bool = False) -> np.ndarray:
+    """The model's outputs on a numpy encoding; ``token_types``: with its ``token_type_ids`` (a pair's
+    segments, as transformers passes them to BERT)."""
+    arrays = [enc["input_ids"], enc["attention_mask"]]
+    if token_types and "token_type_ids" in enc:
+        arrays.append(enc["token_type_ids"])
+    out = model(*(mx.array(a.astype(np.int32)) for a in arrays))
     return np.array(out.astype(mx.float32))
 
 
@@ -39,28 +47,35 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def classify(model, tokenizer, inputs, *, top_k=None, batch_size=32, max_length=None) -> list[dict]:
+def classify(model, tokenizer, inputs, *, top_k=None, batch_size=32, max_length=None,
+             threshold: float = 0.5) -> list[dict]:
     """Per input (a text or a (text, pair) tuple): {text, label, labels: [{label, score}] best first},
-    or {text, score} for a regression model."""
+    or {text, score} for a regression model. A multi-label model (config ``problem_type``) scores
+    each label with its own sigmoid and adds ``predicted``: the labels scoring ≥ ``threshold``, best
+    first (possibly none; ``top_k`` shortens ``labels`` only)."""
     config = model.info.config
     names = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     problem = config.get("problem_type")
+    multi_label = problem == "multi_label_classification"
     max_length = max_length or max_length_of(model, tokenizer)
     results = []
     for chunk in _chunks(inputs, batch_size):
         pairs = isinstance(chunk[0], tuple)
         args = ([a for a, _ in chunk], [b for _, b in chunk]) if pairs else (list(chunk),)
-        logits = _forward(model, tokenizer(*args, padding=True, truncation=True, max_length=max_length,
-                                           return_tensors="np"))
+        logits = _forward(model, tokenize_texts(tokenizer, *args, use_chat_template=model.info.use_chat_template,
+                                                max_length=max_length, padding=True, return_tensors="np"),
+                          token_types=pairs)
         for text, row in zip(chunk, logits):
             shown = {"text": list(text) if pairs else text}
             if problem == "regression":
                 results.append({**shown, "score": float(row[0])})
                 continue
-            probs = 1 / (1 + np.exp(-row)) if problem == "multi_label_classification" else _softmax(row)
-            order = np.argsort(-probs, kind="stable")[:top_k or len(names)]
-            labels = [{"label": names[i], "score": float(probs[i])} for i in order]
+            probs = 1 / (1 + np.exp(-row)) if multi_label else _softmax(row)
+            order = np.argsort(-probs, kind="stable")
+            labels = [{"label": names[i], "score": float(probs[i])} for i in order[:top_k or len(names)]]
             results.append({**shown, "label": labels[0]["label"], "labels": labels})
+            if multi_label:
+                results[-1]["predicted"] = [names[i] for i in order if probs[i] >= threshold]
     return results
 
 
@@ -117,7 +132,8 @@ def fill_mask(model, tokenizer, texts, *, top_k=None, batch_size=32, max_length=
     max_length = max_length or max_length_of(model, tokenizer)
     results = []
     for chunk in _chunks(texts, batch_size):
-        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        enc = tokenize_texts(tokenizer, chunk, use_chat_template=model.info.use_chat_template, max_length=max_length,
+                             padding=True, return_tensors="np")
         logits = _forward(model, enc)  # (B, T, V)
         for i, text in enumerate(chunk):
             ids = enc["input_ids"][i]

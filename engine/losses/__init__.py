@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from engine.errors import UsageError
 from engine.tasks import training_task
+from engine.losses.bce import BCEWithLogitsLoss, bce_loss
 from engine.losses.cached_mnrl import CachedMultipleNegativesRankingLoss
 from engine.losses.cosent import CoSENTLoss, cosent_loss
 from engine.losses.cosine_mse import CosineSimilarityLoss, cosine_mse_loss
@@ -29,11 +30,13 @@ LOSSES = {
     "cosine": CosineSimilarityLoss,
     "late_interaction": LateInteractionContrastiveLoss,
     "cross_entropy": CrossEntropyLoss,
+    "bce": BCEWithLogitsLoss,
     "mse": MSELoss,
     "token_cross_entropy": TokenCrossEntropyLoss,
 }
 
-def _fitting_losses(task: str, scored: bool, late: bool, is_regression: bool) -> tuple[str, ...]:
+def _fitting_losses(task: str, scored: bool, late: bool, is_regression: bool,
+                    is_multi_label: bool = False) -> tuple[str, ...]:
     """Loss names that fit the task, the default first."""
     if task == "sentence-similarity":
         if late:
@@ -43,7 +46,7 @@ def _fitting_losses(task: str, scored: bool, late: bool, is_regression: bool) ->
             return ("late_interaction",)
         return ("cosent", "cosine") if scored else ("mnrl", "cached_mnrl")
     if task == "text-classification":
-        return ("mse",) if is_regression else ("cross_entropy",)
+        return ("mse",) if is_regression else ("bce",) if is_multi_label else ("cross_entropy",)
     return ("token_cross_entropy",)
 
 
@@ -54,6 +57,7 @@ def select_loss(
     use_late_interaction: bool,
     num_negatives: int,
     is_regression: bool,
+    is_multi_label: bool = False,
     class_weights=None,
     loss_name: str | None = None,
     **options,
@@ -63,7 +67,8 @@ def select_loss(
     Rules: sentence similarity with (anchor, positive[, negatives]) -> MultipleNegativesRankingLoss
     (``"cached_mnrl"``: its GradCache variant); with float scores -> CoSENTLoss (``"cosine"``:
     CosineSimilarityLoss); ``use_late_interaction`` -> LateInteractionContrastiveLoss;
-    text classification -> CrossEntropyLoss (``class_weights``), or MSELoss when ``is_regression``;
+    text classification -> CrossEntropyLoss (``class_weights``), MSELoss when ``is_regression``,
+    BCEWithLogitsLoss (``"bce"``) when ``is_multi_label``;
     masked-lm / token-classification -> TokenCrossEntropyLoss. ``options`` go to the loss
     (``scale``, ``symmetric``, ``mini_batch_size``, ``temperature``, ...).
     Raises UsageError (a ValueError) for an unknown task or loss name (listing the valid ones), or a loss that
@@ -75,7 +80,7 @@ def select_loss(
         raise UsageError(f"num_negatives must be >= 0, got {num_negatives}")
     if scored and num_negatives and task == "sentence-similarity":
         raise UsageError("scored pairs take exactly two text columns; drop the negative columns or the score")
-    fitting = _fitting_losses(task, scored, late, is_regression)
+    fitting = _fitting_losses(task, scored, late, is_regression, is_multi_label)
 
     if loss_name is None:
         name = fitting[0]
@@ -99,8 +104,9 @@ def select_loss(
 __all__ = [
     "LOSSES", "select_loss",
     "MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss", "CoSENTLoss", "CosineSimilarityLoss",
-    "LateInteractionContrastiveLoss", "CrossEntropyLoss", "MSELoss", "TokenCrossEntropyLoss",
-    "mnrl_loss", "cosent_loss", "cosine_mse_loss", "late_interaction_loss", "cross_entropy_loss", "mse_loss",
+    "LateInteractionContrastiveLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "TokenCrossEntropyLoss",
+    "mnrl_loss", "cosent_loss", "cosine_mse_loss", "late_interaction_loss", "cross_entropy_loss", "bce_loss",
+    "mse_loss",
     "token_cross_entropy", "token_cross_entropy_sum", "auto_class_weights",
     "cos_sim", "dot_score", "pairwise_cos_sim", "maxsim", "maxsim_pairwise",
 ]

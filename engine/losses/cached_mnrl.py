@@ -8,11 +8,7 @@ import mlx.nn as nn
 from mlx.utils import tree_map
 
 from engine.losses.mnrl import MultipleNegativesRankingLoss
-
-
-def _fresh_seed() -> int:
-    # Drawn from the global generator, so a seeded run stays reproducible.
-    return int(mx.random.randint(0, 2**31 - 1, ()).item())
+from engine.models.dropout import set_global_key
 
 
 class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
@@ -31,8 +27,10 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
        ``sum(E_k * stop_gradient(G_k))``, accumulating parameter gradients.
 
     Peak activation memory is that of one mini-batch, whatever the batch size; the cost is a second
-    forward pass. Dropout is replayed exactly: each mini-batch reseeds the global generator with the
-    same seed in passes 1 and 3.
+    forward pass. Dropout is replayed exactly: pass 3 restores the global random key each mini-batch
+    started from in pass 1, and at the end the key pass 1 ended with. The masks, loss and gradients are
+    those of the plain loss embedding the same mini-batches in order (with one mini-batch per column:
+    the plain loss itself).
 
     Paper: Gao, Zhang, Han, Callan 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
     Limited Setup" (GradCache). Mirrors sentence-transformers' CachedMultipleNegativesRankingLoss.
@@ -68,18 +66,17 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     def loss_and_grads(self, model, batch: dict) -> tuple[mx.array, dict]:
         """Loss (scalar) and parameter gradients for ``batch``, one mini-batch graph at a time."""
         inputs = batch["inputs"]
-        # Pass 1: embeddings without a graph, one seed per mini-batch for pass 3's dropout replay.
-        embeddings, seeds = [], []
+        # Pass 1: embeddings without a graph; the random key each mini-batch starts from, for pass 3's dropout.
+        embeddings, keys = [], []
         for column in inputs:
             parts = []
             for sl in self._slices(column["input_ids"].shape[0]):
-                seed = _fresh_seed()
-                mx.random.seed(seed)
+                keys.append(mx.random.state[0])
                 emb = mx.stop_gradient(model(column["input_ids"][sl], column["attention_mask"][sl]))  # (m, D)
                 mx.eval(emb)  # sync point: frees this mini-batch's activations
                 parts.append(emb)
-                seeds.append(seed)
             embeddings.append(mx.concatenate(parts, axis=0))  # (B, D)
+        after_pass_1 = mx.random.state[0]
 
         # Pass 2: loss and dL/dE on the cached embeddings.
         loss, emb_grads = mx.value_and_grad(lambda embs: self.loss_from_embeddings(embs, batch))(embeddings)
@@ -94,9 +91,10 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         grads, k = None, 0
         for column, grad_col in zip(inputs, emb_grads):
             for sl in self._slices(column["input_ids"].shape[0]):
-                mx.random.seed(seeds[k])
+                set_global_key(keys[k])  # the same dropout masks as in pass 1
                 k += 1
                 _, g = surrogate_grad(column["input_ids"][sl], column["attention_mask"][sl], grad_col[sl])
                 grads = g if grads is None else tree_map(mx.add, grads, g)
                 mx.eval(grads)  # sync point: one mini-batch graph alive at a time
+        set_global_key(after_pass_1)  # the generator goes on as after one forward pass
         return loss, grads

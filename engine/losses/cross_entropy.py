@@ -14,6 +14,13 @@ def _as_weights(class_weights) -> mx.array:
     return mx.array(np.asarray(class_weights, dtype=np.float32))
 
 
+def model_inputs(batch: dict) -> tuple[mx.array, ...]:
+    """A text-classification batch's inputs to the head: ids, mask, and a pair's ``token_type_ids`` when
+    the collator gave them (BERT tokenizers; docs/ARCHITECTURE.md)."""
+    types = (batch["token_type_ids"],) if "token_type_ids" in batch else ()
+    return (batch["input_ids"], batch["attention_mask"]) + types
+
+
 def cross_entropy_loss(logits: mx.array, labels: mx.array, class_weights: mx.array | None = None) -> mx.array:
     """Weighted mean cross-entropy: ``sum_i w[y_i] * l_i / sum_i w[y_i]`` (PyTorch's ``weight=``).
 
@@ -81,7 +88,7 @@ class CrossEntropyLoss:
         self.unused_options = dict(options)  # meant for other losses; the trainer warns about them
 
     def __call__(self, model, batch: dict) -> mx.array:
-        logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+        logits = model(*model_inputs(batch))  # (B, C)
         if self.class_weights is not None and self.class_weights.shape[0] != logits.shape[-1]:
             raise ValueError(f"{self.class_weights.shape[0]} class weights for {logits.shape[-1]} classes")
         return cross_entropy_loss(logits, batch["labels"], self.class_weights)

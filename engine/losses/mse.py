@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from engine.losses.cross_entropy import model_inputs
+
 
 def mse_loss(predictions: mx.array, labels: mx.array) -> mx.array:
     """Mean of ``(prediction - label)^2`` over all elements.
@@ -48,5 +50,5 @@ class MSELoss:
         self.unused_options = dict(options)  # meant for other losses; the trainer warns about them
 
     def __call__(self, model, batch: dict) -> mx.array:
-        predictions = model(batch["input_ids"], batch["attention_mask"])  # (B, 1)
+        predictions = model(*model_inputs(batch))  # (B, 1)
         return mse_loss(predictions, batch["labels"])

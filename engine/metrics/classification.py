@@ -3,6 +3,9 @@
     accuracy(y_true, y_pred)                         -> float
     confusion_matrix(y_true, y_pred, num_classes)    -> int64 [C, C], rows = true, cols = predicted
     classification_report(y_true, y_pred, names)     -> {accuracy, macro_f1, per_class, confusion_matrix}
+    multilabel_report(y_true, scores, names)         -> {micro_f1, macro_f1, micro_precision, micro_recall,
+                                                         subset_accuracy, per_label}
+    best_threshold(y_true, scores)                   -> (threshold, F1) of one label
     pearson(x, y), spearman(x, y), mse(...), mae(...) -> float
     regression_report(y_true, y_pred)                -> {pearson, spearman, mse, mae}
 
@@ -79,6 +82,60 @@ def classification_report(y_true, y_pred, label_names: Sequence[str] | None = No
                              "f1": float(s["f1"][i]), "support": int(s["support"][i])}
                       for i, name in enumerate(names)},
         "confusion_matrix": cm.tolist(),
+    }
+
+
+def best_threshold(y_true, scores) -> tuple[float, float]:
+    """(t, F1): the largest threshold among ``scores`` whose predictions ``scores >= t`` have the best
+    F1 against the 0/1 ``y_true``; (NaN, 0.0) when no example is positive (no threshold helps).
+
+    >>> best_threshold([1, 0, 1], [0.9, 0.8, 0.3])   # all three predicted: 2 right of 3, F1 0.8
+    (0.3, 0.8)
+    """
+    y = np.asarray(y_true).ravel() > 0.5
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    positives = int(y.sum())
+    if positives == 0:
+        return float("nan"), 0.0
+    order = np.argsort(-s, kind="stable")
+    s, tp = s[order], np.cumsum(y[order])      # predicting the top k: tp[k-1] right
+    k = np.arange(1, s.size + 1)
+    ends_ties = np.append(s[1:] < s[:-1], True)  # a threshold keeps or drops equal scores together
+    f1 = np.where(ends_ties, 2 * tp / (k + positives), -1.0)
+    best = int(np.argmax(f1))                   # the first best: fewest predictions, largest threshold
+    return float(s[best]), float(f1[best])
+
+
+def multilabel_report(y_true, scores, label_names: Sequence[str] | None = None, threshold: float = 0.5) -> dict:
+    """Multi-label metrics from 0/1 targets [N, C] and sigmoid scores [N, C]; a label is predicted
+    when its score is ≥ ``threshold``.
+
+    micro_precision/recall/f1 pool every (row, label) decision; macro_f1 averages the labels' F1 over
+    all labels (scikit-learn's ``average="macro"``); subset_accuracy counts rows whose whole label set
+    is right. ``per_label[name]``: precision, recall, f1, support at ``threshold``, and best_threshold /
+    best_f1 (:func:`best_threshold` on these rows: an optimistic hint, tuned on the data it scores).
+    """
+    y = np.asarray(y_true, dtype=np.float64) > 0.5
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 2:
+        raise ValueError(f"y_true {y.shape} and scores {s.shape} must both be [N, C]")
+    pred = s >= threshold
+    tp, fp, fn = (y & pred).sum(0), (~y & pred).sum(0), (y & ~pred).sum(0)  # (C,) each
+    precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)
+    micro_p, micro_r = _safe_div(tp.sum(), tp.sum() + fp.sum()), _safe_div(tp.sum(), tp.sum() + fn.sum())
+    names = list(label_names) if label_names is not None else [str(i) for i in range(y.shape[1])]
+    per_label = {}
+    for i, name in enumerate(names):
+        t, best = best_threshold(y[:, i], s[:, i])
+        per_label[name] = {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                           "support": int(y[:, i].sum()), "best_threshold": t, "best_f1": best}
+    return {
+        "micro_f1": float(_safe_div(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum())),
+        "macro_f1": float(f1.mean()) if f1.size else float("nan"),
+        "micro_precision": float(micro_p), "micro_recall": float(micro_r),
+        "subset_accuracy": float(np.mean((y == pred).all(axis=1))) if y.shape[0] else float("nan"),
+        "per_label": per_label,
     }
 
 

@@ -5,6 +5,8 @@
 Metric names (stable: the GUI and ``metric_for_best_model`` use them):
 
     text-classification   accuracy, macro_f1 (+ per_class, confusion_matrix)
+      multi-label         micro_f1, macro_f1, micro_precision, micro_recall, subset_accuracy (+ per_label:
+                          precision, recall, f1 at 0.5 and the label's best_threshold / best_f1)
     regression            pearson, spearman, mse, mae
     sentence-similarity   ndcg@10, mrr@10, recall@1, recall@5, recall@10, map
       scored pairs        pearson_cosine, spearman_cosine
@@ -28,8 +30,10 @@ from engine.tasks import training_task
 
 import mlx.core as mx
 
+from engine.losses.cross_entropy import model_inputs
 from engine.losses.scores import maxsim_pairwise, pairwise_cos_sim
-from engine.metrics.classification import classification_report, pearson, regression_report, spearman
+from engine.metrics.classification import (classification_report, multilabel_report, pearson, regression_report,
+                                           spearman)
 from engine.metrics.lm import IGNORE, perplexity
 from engine.metrics.retrieval import cosine_score_blocks, maxsim_score_blocks, retrieval_report
 from engine.metrics.token import entity_report
@@ -57,7 +61,8 @@ def _task(task: str) -> str:
 def evaluate_batches(task: str, model, batches: Iterable[dict], label_info=None) -> dict:
     """Metrics of ``model`` (``model(input_ids, attention_mask)`` → task outputs, in eval mode) on
     ``batches`` (collated as docs/ARCHITECTURE.md). ``label_info``: ``.names`` (class names / token
-    tags), ``.is_regression``; token classification falls back to ``model.config["id2label"]``."""
+    tags), ``.is_regression``; token classification falls back to ``model.config["id2label"]``.
+    Multi-hot labels [B, C] make it multi-label (sigmoid scores)."""
     task = _task(task)
     if task == "sentence-similarity":
         return _similarity(model, batches)
@@ -80,10 +85,15 @@ def _names(model, label_info) -> list[str]:
 
 def _classification(model, batches, label_info) -> dict:
     preds, labels, regression = [], [], bool(getattr(label_info, "is_regression", False))
+    multi_label = bool(getattr(label_info, "is_multi_label", False))
     for batch in batches:
-        out = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
-        regression = regression or mx.issubdtype(batch["labels"].dtype, mx.floating)
-        pred = out[:, 0] if regression else mx.argmax(out, axis=-1)
+        out = model(*model_inputs(batch))  # (B, C)
+        multi_label = multi_label or batch["labels"].ndim == 2   # multi-hot rows
+        regression = not multi_label and (regression or mx.issubdtype(batch["labels"].dtype, mx.floating))
+        if multi_label:
+            pred = mx.sigmoid(out.astype(mx.float32))  # (B, C) scores
+        else:
+            pred = out[:, 0] if regression else mx.argmax(out, axis=-1)
         mx.eval(pred)  # one forward pass alive at a time
         preds.append(_numpy(pred))
         labels.append(_numpy(batch["labels"]))
@@ -96,6 +106,8 @@ def _classification(model, batches, label_info) -> dict:
     names = getattr(label_info, "names", None)
     if not names or len(names) < width:
         names = [str(i) for i in range(width)]
+    if multi_label:
+        return multilabel_report(y_true, y_pred, names)
     return classification_report(y_true, y_pred, names)
 
 

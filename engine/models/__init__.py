@@ -4,12 +4,15 @@ A family is one module in this package named after the HF ``model_type``. It pro
 (its `FamilySpec`: names, aliases, HF architectures, pooling, presets, key prefixes), ``ModelArgs.
 from_config(config)``, ``Model`` (backbone → hidden states, ``.layers``, ``.grad_checkpoint``),
 ``TASK_MODELS`` {task: build(args, num_labels) → task model}, ``configure(config, **overrides)``,
-``sanitize(weights)`` (HF → ours) and ``to_hf(weights, config)``; optionally ``task_error``.
+``sanitize(weights)`` (HF → ours), ``to_hf(weights, config)`` and ``DROPOUT_KEYS`` (the config keys
+of its dropout probabilities, engine/models/dropout.py); optionally ``task_error``.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
+import re
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,16 +21,19 @@ from mlx.utils import tree_flatten, tree_unflatten
 from engine.errors import ModelError
 from engine.models.base import ModelInfo, TaskModel, normalize_task
 from engine.tasks import EMBEDDING_TASKS
-from engine.models import pylate
+from engine.models import memory, pylate
 from engine.models.heads import Dense, EmbeddingModel, LateInteractionModel
 from engine.models.loading import (find_config, local_model_dir, read_config, read_json,
-                                   read_sentence_transformers, read_weights, resolve_model_dir)
+                                   read_sentence_transformers, read_weights, resolve_model_dir,
+                                   safetensors_parameters)
 from engine.models.spec import FamilySpec
 
+REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code")
+TOKENIZER_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*Tokenizer(Fast)?")
 FAMILIES = ("bert", "modernbert", "qwen3", "gemma3_text", "t5gemma", "lfm2")  # module = model_type
 
 __all__ = ["load_model", "get_family", "supported_model_types", "family_specs", "spec_for", "preset_for",
-           "FamilySpec", "ModelError", "TaskModel"]
+           "local_config", "task_refusal", "FamilySpec", "ModelError", "TaskModel"]
 
 
 def family_specs() -> dict[str, FamilySpec]:
@@ -54,18 +60,25 @@ def get_family(model_type: str):
     return importlib.import_module(f"engine.models.{spec.model_type}")
 
 
-def preset_for(model_name_or_dir: str) -> dict:
-    """The family preset (batch_size, learning_rate, max_length) of a local folder, ``"default"`` or
-    a Hub id already in the cache, with max_length capped at the model's max_position_embeddings.
-    Reads config.json only (no weights, no network); {} when it is not on this machine or its
-    architecture is not supported."""
+def local_config(model_name_or_dir: str) -> dict:
+    """config.json of a local folder, ``"default"`` or a Hub id already in the cache (no weights, no
+    network); {} when it is not on this machine or cannot be read."""
     folder = local_model_dir(str(model_name_or_dir))
     config_file = find_config(folder) if folder is not None else None
     try:
         config = read_json(config_file) if config_file is not None else {}
     except (OSError, ValueError, ModelError):
         return {}
-    spec = spec_for(config.get("model_type", "")) if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def preset_for(model_name_or_dir: str) -> dict:
+    """The family preset (batch_size, learning_rate, max_length) of a local folder, ``"default"`` or
+    a Hub id already in the cache, with max_length capped at the model's max_position_embeddings.
+    Reads config.json only (no weights, no network); {} when it is not on this machine or its
+    architecture is not supported."""
+    config = local_config(model_name_or_dir)
+    spec = spec_for(config.get("model_type", ""))
     if spec is None:
         return {}
     preset = dict(spec.presets)
@@ -74,18 +87,52 @@ def preset_for(model_name_or_dir: str) -> dict:
     return preset
 
 
+def task_refusal(model_type: str, task: str) -> str | None:
+    """Why ``task`` may not be trained (or exported) on this family: its head has no transformers
+    class, so the output would load nowhere but here. None when it may (or the family is unknown:
+    the loader says so)."""
+    spec = spec_for(model_type)
+    task = normalize_task(task)
+    if spec is None or task not in spec.no_transformers_class:
+        return None
+    others = [s.model_type for s in family_specs().values() if task in s.exportable_tasks]
+    works = spec.exportable_tasks
+    return (f"{spec.name} has no {task} class in transformers {_transformers_version()}, so the trained model "
+            f"could not be loaded outside this app. Train {spec.name} for "
+            f"{', '.join(works[:-1])} or {works[-1]}, or pick a family that supports {task}: {', '.join(others)}.")
+
+
+def _transformers_version() -> str:
+    try:   # the installed version only: importing transformers costs seconds
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels: int | None = None,
-               id2label=None, is_regression: bool | None = None, use_late_interaction: bool | None = None,
+               id2label=None, is_regression: bool | None = None, is_multi_label: bool | None = None,
+               use_late_interaction: bool | None = None,
                late_interaction_dim: int = 128, pooling: str | None = None, normalize: bool | None = None,
-               bidirectional: bool | None = None, revision: str | None = None):
+               bidirectional: bool | None = None, dropout: float | None = None, revision: str | None = None,
+               training: dict | None = None):
     """Load a checkpoint (folder, Hub id, or ``"default"``) for ``task`` → ``(model, tokenizer)``.
 
     ``bidirectional`` overrides the attention direction of families that have the switch (Gemma3).
+    ``dropout`` sets every dropout probability of the family (its ``DROPOUT_KEYS``) in the config, so
+    a saved folder says what was trained (None: the config's own). The model comes back in eval mode
+    (dropout off), as transformers' from_pretrained; the Trainer switches to train mode for its steps.
+    ``is_multi_label`` makes a classifier multi-label (config ``problem_type``; None with no labels
+    given: the checkpoint's own).
     ``use_late_interaction=None`` means: a ColBERT model when the folder is a PyLate one. A
     late-interaction model follows PyLate's conventions (engine/models/pylate.py): its tokenizer
     gains the [Q]/[D] prefix tokens and pads on the right.
     A head the checkpoint lacks (e.g. a classifier on a base model) is initialised fresh and listed
     in ``model.info.new_weights``.
+    Before anything is built, config.json's sizes are checked and the memory the model needs (with
+    ``training``, `engine.models.memory.estimate`'s keyword arguments, a training step's) is compared
+    with this machine's: a model that cannot fit is refused (engine/models/memory.py).
+    The configs the model and tokenizer carry (and save) lose ``auto_map``: the engine runs no remote
+    code, so an output must not point at modules it does not hold.
     """
     task = normalize_task(task)
     root = resolve_model_dir(path_or_id, revision)
@@ -95,7 +142,9 @@ def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels:
     model_dir = root / st.get("transformer_path", "")
     config = read_config(model_dir)
     family = get_family(config["model_type"])
-    config = family.configure(dict(config), bidirectional=bidirectional)
+    memory.check_config(config, model_dir / "config.json")
+    config = family.configure(without_remote_code(config), bidirectional=bidirectional, dropout=dropout)
+    memory.check_fits(config, model_dir / "config.json", safetensors_parameters(model_dir), training)
     args = family.ModelArgs.from_config(config)
 
     if task in EMBEDDING_TASKS:
@@ -114,7 +163,7 @@ def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels:
         if task not in family.TASK_MODELS:
             raise ModelError(family.task_error(task, config) if hasattr(family, "task_error") else
                              f"{config['model_type']} models do not support the {task} task.")
-        config = _label_config(config, task, num_labels, id2label, is_regression)
+        config = _label_config(config, task, num_labels, id2label, is_regression, is_multi_label)
         model = family.TASK_MODELS[task](args, len(config.get("id2label", {})) or 1)
         target, heads_may_be_new = model, True
 
@@ -130,6 +179,7 @@ def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels:
     if use_late_interaction and task in EMBEDDING_TASKS:
         tokenizer = pylate.prepare(model, tokenizer, pylate.read_colbert_config(root))
     mx.eval(model.parameters())
+    model.eval()
     return model, tokenizer
 
 
@@ -142,7 +192,7 @@ def _dense_kwargs(cfg: dict, root: Path) -> dict:
     return cfg
 
 
-def _label_config(config, task, num_labels, id2label, is_regression) -> dict:
+def _label_config(config, task, num_labels, id2label, is_regression, is_multi_label=None) -> dict:
     """id2label / label2id / problem_type for classification heads, as transformers writes them."""
     if task == "masked-lm":
         return config
@@ -155,6 +205,8 @@ def _label_config(config, task, num_labels, id2label, is_regression) -> dict:
     else:  # a fine-tuned checkpoint's own labels, or transformers' default of two
         id2label = config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}
         is_regression = config.get("problem_type") == "regression"
+        if is_multi_label is None:
+            is_multi_label = config.get("problem_type") == "multi_label_classification"
     id2label = {int(k): str(v) for k, v in id2label.items()}
     if sorted(id2label) != list(range(len(id2label))):
         raise ModelError(f"id2label keys must be 0..N-1, got {sorted(id2label)}.")
@@ -162,7 +214,8 @@ def _label_config(config, task, num_labels, id2label, is_regression) -> dict:
                   label2id={v: k for k, v in id2label.items()})
     config.pop("num_labels", None)
     if task == "text-classification":
-        config["problem_type"] = "regression" if is_regression else "single_label_classification"
+        config["problem_type"] = ("regression" if is_regression else "multi_label_classification" if is_multi_label
+                                  else "single_label_classification")
     return config
 
 
@@ -210,15 +263,34 @@ def _assign_weights(target, weights: dict, family, heads_may_be_new: bool, where
     return missing
 
 
+def without_remote_code(config: dict) -> dict:
+    """``config`` without the keys that point transformers at code shipped beside a checkpoint."""
+    return {k: v for k, v in config.items() if k not in REMOTE_CODE_KEYS}
+
+
 def _tokenizer_class(model_dir: Path):
-    """The class tokenizer_config.json names, when transformers has it: loading through it skips
-    AutoTokenizer's config machinery, which imports torch (~190 MB of a training process's memory)."""
+    """The class tokenizer_config.json (else config.json, as AutoTokenizer reads them) names, when
+    transformers has it: loading through it skips AutoTokenizer's config machinery, which imports
+    torch (~190 MB of a training process's memory). Only a tokenizer class may be named: any other
+    class (``AutoModel``) would load whatever it loads, pickled weights included."""
     import transformers
-    try:
-        name = json.loads((model_dir / "tokenizer_config.json").read_text()).get("tokenizer_class")
-        return getattr(transformers, name) if isinstance(name, str) and name.isidentifier() else None
-    except (OSError, ValueError, AttributeError, ImportError, RuntimeError):
-        return None
+    for path in (model_dir / "tokenizer_config.json", model_dir / "config.json"):
+        try:
+            name = json.loads(path.read_text(encoding="utf-8")).get("tokenizer_class")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if name is None:
+            continue
+        if not (isinstance(name, str) and TOKENIZER_CLASS.fullmatch(name) and hasattr(transformers, name)):
+            raise ModelError(f"{path}: tokenizer_class {name!r} is not a tokenizer class of transformers "
+                             "(a name ending in Tokenizer or TokenizerFast, such as BertTokenizerFast). "
+                             "Fix the field or restore the file from the original checkpoint.")
+        try:
+            cls = getattr(transformers, name)
+        except (ImportError, RuntimeError):   # its optional dependency is missing: AutoTokenizer's way
+            return None
+        return cls if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase) else None
+    return None
 
 
 def _load_tokenizer(model_dir: Path, family):
@@ -234,6 +306,8 @@ def _load_tokenizer(model_dir: Path, family):
     except Exception as exc:
         raise ModelError(f"Could not load the tokenizer from {model_dir} ({type(exc).__name__}: {exc}). "
                          "The folder needs tokenizer.json or the tokenizer files of its model.") from None
+    for key in REMOTE_CODE_KEYS:   # else save_pretrained writes them into the output's tokenizer_config.json
+        tokenizer.init_kwargs.pop(key, None)
     if family.SPEC.padding_side:
         tokenizer.padding_side = family.SPEC.padding_side
     return tokenizer

@@ -2,6 +2,7 @@
 and the per-layer gradient-checkpointing hook the families call in their layer loops."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ import mlx.nn as nn
 from engine import tasks
 from engine.errors import ModelError
 from engine.models import saving
+from engine.models.dropout import fresh_key, replay
 
 
 def normalize_task(task: str) -> str:
@@ -28,6 +30,7 @@ class ModelInfo:
     prompts: dict = field(default_factory=dict)
     default_prompt_name: str | None = None
     max_seq_length: int | None = None
+    use_chat_template: bool = False                  # wrap texts in the chat template (engine/data/inputs.py)
     st_modules: list = field(default_factory=list)   # extra modules.json entries kept as they were
     late_interaction: bool = False
     colbert: dict = field(default_factory=dict)      # PyLate settings of a late-interaction model (prefixes, lengths)
@@ -63,12 +66,21 @@ class TaskModel(nn.Module):
 
 def run_layer(layer: nn.Module, checkpoint: bool, *arrays):
     """Call ``layer(*arrays)``; with ``checkpoint`` its activations are recomputed in the backward
-    pass (mx.checkpoint over the layer's parameters, so gradients still reach them)."""
+    pass (mx.checkpoint over the layer's parameters, so gradients still reach them).
+
+    In training the layer's dropout draws from one key drawn here (engine/models/dropout.py): the
+    recomputation replays the forward pass's masks, and a checkpointed run draws what a plain one does."""
+    key = fresh_key() if layer.training else None
+
+    def call(*xs):
+        with replay(key) if key is not None else nullcontext():
+            return layer(*xs)
+
     if not checkpoint:
-        return layer(*arrays)
+        return call(*arrays)
 
     def inner(params, *xs):
         layer.update(params)
-        return layer(*xs)
+        return call(*xs)
 
     return mx.checkpoint(inner)(layer.trainable_parameters(), *arrays)

@@ -9,8 +9,9 @@ import mlx.nn as nn
 from engine.models.activations import gelu
 from engine.models.attention import attention, make_mask
 from engine.models.base import run_layer
+from engine.models.dropout import Dropout, override
 from engine.models.heads import Classifier, HFTaskModel
-from engine.models.spec import FamilySpec
+from engine.models.spec import FamilySpec, Recommended
 
 SPEC = FamilySpec(
     model_type="bert", name="BERT", base_prefix="bert",
@@ -22,7 +23,14 @@ SPEC = FamilySpec(
     ignored_keys=("cls.", "classifier.", "qa_outputs.", "pooler.", "embeddings.position_ids"),
     optional_keys=("pooler.",),  # absent from checkpoints saved without the pooling layer
     embedding_weights=("embeddings.",),
+    recommended=(
+        Recommended("sentence-transformers/all-MiniLM-L6-v2", 22_713_728, "fast English embeddings"),
+        Recommended("BAAI/bge-small-en-v1.5", 33_360_000, "English retrieval, a step up in quality"),
+        Recommended("BAAI/bge-base-en-v1.5", 109_480_000, "English retrieval and classification"),
+    ),
 )
+# transformers' BERT dropout probabilities (BertConfig defaults 0.1, 0.1; the classifier's falls back to hidden's).
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
 # "gelu" is exact GELU with an arithmetic-only erf: mx.erf runs per element on the CPU backend.
 ACTIVATIONS = {"gelu": gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
                "relu": nn.relu, "silu": nn.silu, "swish": nn.silu}
@@ -41,6 +49,13 @@ class ModelArgs:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     initializer_range: float = 0.02
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: float | None = None
+
+    def __post_init__(self):
+        if self.classifier_dropout is None:  # HF's BertFor*Classification: the hidden dropout
+            self.classifier_dropout = self.hidden_dropout_prob
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
@@ -57,12 +72,14 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(args.max_position_embeddings, args.hidden_size)
         self.token_type_embeddings = nn.Embedding(args.type_vocab_size, args.hidden_size)
         self.LayerNorm = nn.LayerNorm(args.hidden_size, eps=args.layer_norm_eps)
+        self.dropout = Dropout(args.hidden_dropout_prob)
 
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, token_type_ids=None):
         positions = mx.arange(input_ids.shape[1])[None]
+        types = mx.zeros_like(input_ids) if token_type_ids is None else token_type_ids  # HF: None = all type 0
         x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
-             + self.token_type_embeddings(mx.zeros_like(input_ids)))
-        return self.LayerNorm(x)
+             + self.token_type_embeddings(types))
+        return self.dropout(self.LayerNorm(x))
 
 
 class SelfAttention(nn.Module):
@@ -72,31 +89,34 @@ class SelfAttention(nn.Module):
         self.query = nn.Linear(args.hidden_size, args.hidden_size)
         self.key = nn.Linear(args.hidden_size, args.hidden_size)
         self.value = nn.Linear(args.hidden_size, args.hidden_size)
+        self.attention_dropout = args.attention_probs_dropout_prob
 
     def __call__(self, x, mask):
         B, T, H = x.shape
         heads = lambda t: t.reshape(B, T, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, T, hd)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        return attention(q, k, v, mask, scale=(H // self.n_heads) ** -0.5)
+        return attention(q, k, v, mask, scale=(H // self.n_heads) ** -0.5,
+                         dropout=self.attention_dropout if self.training else 0.0)
 
 
 class DenseNorm(nn.Module):
-    """HF's BertSelfOutput / BertOutput: LayerNorm(dense(x) + residual)."""
+    """HF's BertSelfOutput / BertOutput: LayerNorm(dropout(dense(x)) + residual)."""
 
-    def __init__(self, d_in: int, d_out: int, eps: float):
+    def __init__(self, d_in: int, d_out: int, eps: float, dropout: float):
         super().__init__()
         self.dense = nn.Linear(d_in, d_out)
         self.LayerNorm = nn.LayerNorm(d_out, eps=eps)
+        self.dropout = Dropout(dropout)
 
     def __call__(self, x, residual):
-        return self.LayerNorm(self.dense(x) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.self = SelfAttention(args)
-        self.output = DenseNorm(args.hidden_size, args.hidden_size, args.layer_norm_eps)
+        self.output = DenseNorm(args.hidden_size, args.hidden_size, args.layer_norm_eps, args.hidden_dropout_prob)
 
     def __call__(self, x, mask):
         return self.output(self.self(x, mask), x)
@@ -117,7 +137,7 @@ class Layer(nn.Module):
         super().__init__()
         self.attention = Attention(args)
         self.intermediate = Intermediate(args)
-        self.output = DenseNorm(args.intermediate_size, args.hidden_size, args.layer_norm_eps)
+        self.output = DenseNorm(args.intermediate_size, args.hidden_size, args.layer_norm_eps, args.hidden_dropout_prob)
 
     def __call__(self, x, mask):
         x = self.attention(x, mask)
@@ -154,8 +174,9 @@ class Model(nn.Module):
     def layers(self):
         return self.encoder.layer
 
-    def __call__(self, input_ids, attention_mask):
-        x = self.embeddings(input_ids, attention_mask)
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
+        """``token_type_ids`` [B, T]: the segment of each token (a pair's second text is 1); None = 0."""
+        x = self.embeddings(input_ids, token_type_ids)
         mask = make_mask(attention_mask)
         for layer in self.encoder.layer:
             x = run_layer(layer, self.grad_checkpoint, x, mask)
@@ -163,15 +184,17 @@ class Model(nn.Module):
 
 
 def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
-    """HF ``BertForSequenceClassification``: ``classifier`` on the pooler's output."""
+    """HF ``BertForSequenceClassification``: ``classifier`` on the pooler's output (after dropout); a
+    pair's second text reads token type 1 when the config has two types."""
     return Classifier(SPEC.base_prefix, Model(args, add_pooling_layer=True), "classifier",
-                      nn.Linear(args.hidden_size, num_labels), pooling="pooler")
+                      nn.Linear(args.hidden_size, num_labels), pooling="pooler", dropout=args.classifier_dropout,
+                      token_types=args.type_vocab_size > 1)
 
 
 def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
-    """HF ``BertForTokenClassification``: ``classifier`` on every token."""
+    """HF ``BertForTokenClassification``: ``classifier`` on every token (after dropout)."""
     return Classifier(SPEC.base_prefix, Model(args, add_pooling_layer=False), "classifier",
-                      nn.Linear(args.hidden_size, num_labels))
+                      nn.Linear(args.hidden_size, num_labels), dropout=args.classifier_dropout)
 
 
 class PredictionHeadTransform(nn.Module):
@@ -215,9 +238,9 @@ TASK_MODELS = {"text-classification": sequence_classifier, "token-classification
                "masked-lm": ForMaskedLM}
 
 
-def configure(config: dict, **overrides) -> dict:
-    """Family-specific config adjustments before ModelArgs are built (none for BERT)."""
-    return config
+def configure(config: dict, dropout: float | None = None, **overrides) -> dict:
+    """Family-specific config adjustments before ModelArgs are built: only the dropout override."""
+    return override(config, DROPOUT_KEYS, dropout)
 
 
 def sanitize(weights: dict) -> dict:

@@ -10,23 +10,33 @@ import mlx.nn as nn
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
+from engine.models.dropout import override
 from engine.models.heads import Classifier, HFTaskModel
-from engine.models.spec import FamilySpec
+from engine.models.spec import FamilySpec, Recommended
 
 SPEC = FamilySpec(
     model_type="gemma3_text", name="Gemma 3", base_prefix="model",
     aliases=("gemma3", "embeddinggemma"),  # a multimodal gemma3 config loads its text tower (configure)
     # transformers 5.24 has no Gemma3 token-classification or masked-LM class. Token classification is
-    # saved as GenericForTokenClassification lays it out (model.* + score.*) under the name below; the
-    # masked-LM head is Gemma3ForCausalLM's tied lm_head, saved as Gemma3ForCausalLM with
-    # use_bidirectional_attention so transformers reloads it with the same attention.
+    # laid out as GenericForTokenClassification (model.* + score.*) under the name below, which
+    # transformers cannot load, so runs of it are refused (no_transformers_class); the masked-LM head
+    # is Gemma3ForCausalLM's tied lm_head, saved as Gemma3ForCausalLM with use_bidirectional_attention
+    # so AutoModelForCausalLM reloads it with the same attention.
     architectures={"base": "Gemma3TextModel", "text-classification": "Gemma3TextForSequenceClassification",
                    "token-classification": "Gemma3TextForTokenClassification", "masked-lm": "Gemma3ForCausalLM"},
     presets={"batch_size": 8, "learning_rate": 2e-5, "max_length": 512},
     default_pooling="mean",  # EmbeddingGemma's sentence-transformers pooling
     ignored_keys=("lm_head.", "score."),
     embedding_weights=("embed_tokens.",),
+    no_transformers_class=("token-classification",),
+    auto_classes={"masked-lm": "AutoModelForCausalLM"},
+    supports_bidirectional=True,
+    recommended=(
+        Recommended("google/embeddinggemma-300m", 308_000_000, "multilingual embeddings, small enough for a laptop"),
+    ),
 )
+# Attention-probability dropout (HF default 0) and the token classifier's (GenericForTokenClassification).
+DROPOUT_KEYS = ("attention_dropout", "classifier_dropout")
 ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu": nn.gelu, "silu": nn.silu}
 ROPE_TYPES = ("default", "linear")
 BIDIRECTIONAL_KEYS = ("use_bidirectional_attention", "use_bidirectional_attn")  # 5.24 reads the first
@@ -60,8 +70,12 @@ class ModelArgs:
     use_bidirectional_attention: bool = False
     initializer_range: float = 0.02
     token_classification_bias: bool = True
+    attention_dropout: float = 0.0
+    classifier_dropout: float | None = None
 
     def __post_init__(self):
+        if self.classifier_dropout is None:  # GenericForTokenClassification's default
+            self.classifier_dropout = 0.1
         if self.layer_types is None:
             self.layer_types = ["sliding_attention" if (i + 1) % self.sliding_window_pattern else "full_attention"
                                 for i in range(self.num_hidden_layers)]
@@ -116,6 +130,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, args.rms_norm_eps)
         self.scale = args.query_pre_attn_scalar ** -0.5  # not head_dim ** -0.5
         _, self.rope_base, self.rope_scale = args.rope[layer_type]
+        self.attention_dropout = args.attention_dropout
 
     def rope(self, x):
         # HF's rotate_half layout is traditional=False; positions 0..T-1 as HF's default position_ids.
@@ -126,7 +141,8 @@ class Attention(nn.Module):
         q = self.q_norm(self.q_proj(x).reshape(B, T, self.n_heads, -1)).transpose(0, 2, 1, 3)  # (B, nh, T, hd)
         k = self.k_norm(self.k_proj(x).reshape(B, T, self.n_kv_heads, -1)).transpose(0, 2, 1, 3)  # (B, nkv, T, hd)
         v = self.v_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        return self.o_proj(attention(self.rope(q), self.rope(k), v, mask, scale=self.scale))
+        return self.o_proj(attention(self.rope(q), self.rope(k), v, mask, scale=self.scale,
+                                     dropout=self.attention_dropout if self.training else 0.0))
 
 
 class MLP(nn.Module):
@@ -203,9 +219,10 @@ def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
 
 def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """transformers' GenericForTokenClassification shape (model + ``score`` with bias); 5.24 has no
-    Gemma3 class for it, so transformers cannot load this head by name."""
+    Gemma3 class for it, so transformers cannot load this head by name. Dropout before ``score``."""
     return Classifier(SPEC.base_prefix, Model(args), "score",
-                      nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias))
+                      nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias),
+                      dropout=args.classifier_dropout)
 
 
 class ForMaskedLM(HFTaskModel):
@@ -233,22 +250,26 @@ TASK_MODELS = {"text-classification": sequence_classifier, "token-classification
 def task_error(task: str, config: dict) -> str:
     if task == "masked-lm":
         return ("This Gemma3 checkpoint uses causal attention, and masked-language modelling needs "
-                "bidirectional attention. Load it with bidirectional=True (sets use_bidirectional_attention "
-                "in config.json), or pick an encoder (bert, modernbert).")
+                "bidirectional attention. Train it with --bidirectional (in the app: Attention → "
+                "bidirectional on the Model & Task page; in Python: load_model(..., bidirectional=True)), "
+                "which also sets use_bidirectional_attention in the saved config.json, or pick an encoder "
+                "(bert, modernbert).")
     return f"gemma3_text models do not support the {task} task."
 
 
-def configure(config: dict, bidirectional: bool | None = None, **overrides) -> dict:
+def configure(config: dict, bidirectional: bool | None = None, dropout: float | None = None,
+              **overrides) -> dict:
     """Resolve the attention direction (either config spelling; absent = causal; ``bidirectional``
     overrides) and write it back as ``use_bidirectional_attention``, the key transformers 5.24 reads,
-    so a saved folder reloads the same way. A multimodal ``gemma3`` config gives its text tower."""
+    so a saved folder reloads the same way. A multimodal ``gemma3`` config gives its text tower.
+    Then the dropout override."""
     if isinstance(config.get("text_config"), dict):
         config = {**config["text_config"], "model_type": "gemma3_text"}
     config = dict(config)
     found = [v for v in (config.pop(k, None) for k in BIDIRECTIONAL_KEYS) if v is not None]
     resolved = bidirectional if bidirectional is not None else bool(found and found[0])
     config["use_bidirectional_attention"] = bool(resolved)
-    return config
+    return override(config, DROPOUT_KEYS, dropout)
 
 
 def sanitize(weights: dict) -> dict:

@@ -10,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.models.base import TaskModel
+from engine.models.dropout import dropout as drop
 
 POOLING_MODES = ("mean", "cls", "max", "lasttoken")
 
@@ -121,28 +122,38 @@ class HFTaskModel(TaskModel):
 class Classifier(HFTaskModel):
     """HF ``*ForSequenceClassification`` (``pooling`` set: logits [B, C]) and
     ``*ForTokenClassification`` (``pooling=None``: logits [B, T, C]):
-    backbone → pooling → optional ``head`` transform → output layer ``out_name`` (``classifier``,
-    ``score``). Dropout is off at inference and here.
+    backbone → pooling → optional ``head`` transform → dropout (the HF class's classifier dropout, in
+    training only) → output layer ``out_name`` (``classifier``, ``score``).
 
     ``pooling`` is a `pool` mode, or ``"pooler"`` for the backbone's own pooler (BERT's
-    tanh(dense(h[CLS])), whose weights live in the backbone).
+    tanh(dense(h[CLS])), whose weights live in the backbone). ``token_types``: the backbone has a
+    token-type table (BERT) and reads a pair's ``token_type_ids``; other backbones have none (nor
+    does their HF class), so they ignore them.
     """
 
     def __init__(self, backbone_name: str, backbone: nn.Module, out_name: str, out: nn.Module, *,
-                 pooling: str | None = None, head: nn.Module | None = None):
+                 pooling: str | None = None, head: nn.Module | None = None, dropout: float = 0.0,
+                 token_types: bool = False):
         super().__init__(backbone_name, backbone)
+        self.token_types = token_types
         if head is not None:
             self.head = head
+        self.classifier_dropout = dropout  # a float, not a Dropout child: the top level holds weights only
         self.out_name = out_name
         setattr(self, out_name, out)
         self.classifier_pooling = pooling  # not `pooling`: that attribute marks an embedding model
 
-    def __call__(self, input_ids, attention_mask):
-        x = self.backbone(input_ids, attention_mask)
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
+        if self.token_types and token_type_ids is not None:
+            x = self.backbone(input_ids, attention_mask, token_type_ids)
+        else:
+            x = self.backbone(input_ids, attention_mask)
         if self.classifier_pooling == "pooler":
             x = self.backbone.pooler(x)
         elif self.classifier_pooling is not None:
             x = pool(x, attention_mask, self.classifier_pooling)  # (B, H)
         if "head" in self:
             x = self.head(x)
+        if self.training:
+            x = drop(x, self.classifier_dropout)
         return self[self.out_name](x)

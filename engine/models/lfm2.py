@@ -17,6 +17,7 @@ import mlx.nn as nn
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
+from engine.models.dropout import override
 from engine.models.heads import Classifier
 from engine.models.spec import FamilySpec
 
@@ -29,7 +30,11 @@ SPEC = FamilySpec(
     # The (usually tied, so absent) LM head and other tasks' heads: skipped on load.
     ignored_keys=("lm_head.", "score."),
     embedding_weights=("embed_tokens.",),  # not embedding_norm: despite its name, the final norm
+    no_transformers_class=("text-classification", "token-classification"),
 )
+# transformers' LFM2 applies no dropout (its attention passes dropout=0.0); the token classifier follows
+# GenericForTokenClassification, whose dropout is ``classifier_dropout`` (default 0.1).
+DROPOUT_KEYS = ("classifier_dropout",)
 
 
 @dataclass
@@ -54,8 +59,11 @@ class ModelArgs:
     full_attn_idxs: list | None = None
     layer_types: list | None = None
     initializer_range: float = 0.02
+    classifier_dropout: float | None = None
 
     def __post_init__(self):
+        if self.classifier_dropout is None:  # GenericForTokenClassification's default
+            self.classifier_dropout = 0.1
         if self.block_ff_dim is not None:
             self.intermediate_size = self.block_ff_dim
         if self.layer_types is None:
@@ -187,9 +195,10 @@ def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
 
 
 def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
-    """``score`` (with bias) on every token, as transformers' GenericForTokenClassification.
+    """Dropout, then ``score`` (with bias) on every token, as transformers' GenericForTokenClassification.
     Causal: a token's label sees only the tokens before it."""
-    return Classifier(SPEC.base_prefix, Model(args), "score", nn.Linear(args.hidden_size, num_labels))
+    return Classifier(SPEC.base_prefix, Model(args), "score", nn.Linear(args.hidden_size, num_labels),
+                      dropout=args.classifier_dropout)
 
 
 TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier}
@@ -202,12 +211,14 @@ def task_error(task: str, config: dict) -> str:
     return f"lfm2 models do not support the {task} task."
 
 
-def configure(config: dict, bidirectional: bool | None = None, **overrides) -> dict:
-    """LFM2 is causal only: its short convolutions look at past tokens by construction."""
+def configure(config: dict, bidirectional: bool | None = None, dropout: float | None = None,
+              **overrides) -> dict:
+    """LFM2 is causal only: its short convolutions look at past tokens by construction. Then the
+    dropout override (the token classifier's: the backbone has none)."""
     if bidirectional:
         raise ModelError("LFM2 is causal only (its short convolutions see past tokens); it has no "
                          "bidirectional mode. Pick an encoder for bidirectional attention.")
-    return config
+    return override(config, DROPOUT_KEYS, dropout)
 
 
 def sanitize(weights: dict) -> dict:

@@ -3,7 +3,9 @@ and the sentence-transformers files (modules.json, pooling, Dense, prompts)."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 from pathlib import Path
 
 import mlx.core as mx
@@ -113,6 +115,24 @@ def read_weights(model_dir: Path) -> tuple[dict, list[Path]]:
             raise ModelError(f"{f} could not be read as safetensors ({exc}). The file is damaged or "
                              "incomplete; download or copy it again.") from None
     return weights, files
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """Parameters in a folder's safetensors files, from their headers alone (8-byte length + JSON):
+    no weight is read. None without safetensors files or when a header is damaged."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    try:
+        for f in files:
+            with open(f, "rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(min(size, 100 * 2 ** 20)))   # a damaged length must not read GBs
+            total += sum(math.prod(v.get("shape", [])) for k, v in header.items() if k != "__metadata__")
+    except (OSError, ValueError, TypeError, AttributeError, struct.error):
+        return None
+    return total
 
 
 def read_sentence_transformers(model_dir: Path) -> dict:

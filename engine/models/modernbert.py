@@ -9,8 +9,9 @@ import mlx.nn as nn
 from engine.models.activations import gelu
 from engine.models.attention import attention, make_mask
 from engine.models.base import run_layer
+from engine.models.dropout import Dropout, override
 from engine.models.heads import Classifier, HFTaskModel
-from engine.models.spec import FamilySpec
+from engine.models.spec import FamilySpec, Recommended
 
 SPEC = FamilySpec(
     model_type="modernbert", name="ModernBERT", base_prefix="model",
@@ -22,7 +23,12 @@ SPEC = FamilySpec(
     # `decoder.weight` has it skipped here too (the tied model has no such parameter).
     ignored_keys=("head.", "decoder.", "classifier."),
     embedding_weights=("embeddings.",),
+    recommended=(
+        Recommended("answerdotai/ModernBERT-base", 149_000_000, "long inputs (8k tokens), classification, tagging"),
+        Recommended("Alibaba-NLP/gte-modernbert-base", 149_000_000, "English retrieval over long documents"),
+    ),
 )
+DROPOUT_KEYS = ("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout")  # HF defaults: 0
 # "gelu" is exact GELU with an arithmetic-only erf: mx.erf runs per element on the CPU backend.
 ACTIVATIONS = {"gelu": gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
                "relu": nn.relu, "silu": nn.silu, "swish": nn.silu}
@@ -55,6 +61,10 @@ class ModelArgs:
     classifier_bias: bool = False
     classifier_activation: str = "gelu"
     tie_word_embeddings: bool = True
+    embedding_dropout: float = 0.0
+    attention_dropout: float = 0.0  # on the attention probabilities and after Wo
+    mlp_dropout: float = 0.0
+    classifier_dropout: float = 0.0
 
     def __post_init__(self):
         if self.layer_types is None:  # HF's rule for the old integer pattern
@@ -92,9 +102,10 @@ class Embeddings(nn.Module):
         super().__init__()
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.hidden_size)
         self.norm = layer_norm(args)
+        self.drop = Dropout(args.embedding_dropout)
 
     def __call__(self, input_ids):
-        return self.norm(self.tok_embeddings(input_ids))
+        return self.drop(self.norm(self.tok_embeddings(input_ids)))
 
 
 class Attention(nn.Module):
@@ -105,6 +116,8 @@ class Attention(nn.Module):
         self.rope_theta = args.rope_theta[layer_type]
         self.Wqkv = nn.Linear(args.hidden_size, 3 * args.hidden_size, bias=args.attention_bias)
         self.Wo = nn.Linear(args.hidden_size, args.hidden_size, bias=args.attention_bias)
+        self.attention_dropout = args.attention_dropout
+        self.out_drop = Dropout(args.attention_dropout)
 
     def __call__(self, x, mask):
         B, T, _ = x.shape
@@ -113,21 +126,24 @@ class Attention(nn.Module):
         # HF rotates halves (rotate_half), i.e. the non-traditional layout; positions are 0..T-1.
         rope = lambda t: mx.fast.rope(t, self.head_dim, traditional=False, base=self.rope_theta,
                                       scale=1.0, offset=0)
-        return self.Wo(attention(rope(q), rope(k), v, mask, scale=self.head_dim ** -0.5))
+        out = attention(rope(q), rope(k), v, mask, scale=self.head_dim ** -0.5,
+                        dropout=self.attention_dropout if self.training else 0.0)
+        return self.out_drop(self.Wo(out))
 
 
 class MLP(nn.Module):
-    """GeGLU: Wi gives [input, gate]; Wo(act(input) * gate)."""
+    """GeGLU: Wi gives [input, gate]; Wo(dropout(act(input) * gate))."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.Wi = nn.Linear(args.hidden_size, 2 * args.intermediate_size, bias=args.mlp_bias)
         self.Wo = nn.Linear(args.intermediate_size, args.hidden_size, bias=args.mlp_bias)
         self.act = ACTIVATIONS[args.hidden_activation]
+        self.drop = Dropout(args.mlp_dropout)
 
     def __call__(self, x):
         x, gate = mx.split(self.Wi(x), 2, axis=-1)
-        return self.Wo(self.act(x) * gate)
+        return self.Wo(self.drop(self.act(x) * gate))
 
 
 class EncoderLayer(nn.Module):
@@ -181,15 +197,15 @@ class PredictionHead(nn.Module):
 
 def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """HF ``ModernBertForSequenceClassification``: pools (``classifier_pooling``: first token or
-    masked mean), then ``head``, then ``classifier``."""
+    masked mean), then ``head``, dropout, then ``classifier``."""
     return Classifier(SPEC.base_prefix, Model(args), "classifier", nn.Linear(args.hidden_size, num_labels),
-                      pooling=args.classifier_pooling, head=PredictionHead(args))
+                      pooling=args.classifier_pooling, head=PredictionHead(args), dropout=args.classifier_dropout)
 
 
 def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
-    """HF ``ModernBertForTokenClassification``: ``head`` then ``classifier`` on every token."""
+    """HF ``ModernBertForTokenClassification``: ``head``, dropout, then ``classifier`` on every token."""
     return Classifier(SPEC.base_prefix, Model(args), "classifier", nn.Linear(args.hidden_size, num_labels),
-                      head=PredictionHead(args))
+                      head=PredictionHead(args), dropout=args.classifier_dropout)
 
 
 class Decoder(nn.Module):
@@ -225,9 +241,9 @@ TASK_MODELS = {"text-classification": sequence_classifier, "token-classification
                "masked-lm": ForMaskedLM}
 
 
-def configure(config: dict, **overrides) -> dict:
-    """Family-specific config adjustments before ModelArgs are built (none for ModernBERT)."""
-    return config
+def configure(config: dict, dropout: float | None = None, **overrides) -> dict:
+    """Family-specific config adjustments before ModelArgs are built: only the dropout override."""
+    return override(config, DROPOUT_KEYS, dropout)
 
 
 def sanitize(weights: dict) -> dict:

@@ -70,10 +70,19 @@ def prepare(model, tokenizer, config: dict):
         old = table.weight
         mean = mx.mean(old.astype(mx.float32), axis=0, keepdims=True).astype(old.dtype)
         table.weight = mx.concatenate([old, mx.repeat(mean, len(tokenizer) - rows, axis=0)], axis=0)
-        info.config["vocab_size"] = len(tokenizer)
+        _set_vocab_size(info.config, len(tokenizer))
         info.new_weights = list(info.new_weights) + [f"embedding rows {rows}..{len(tokenizer) - 1} (prefix tokens)"]
     info.colbert = dict(config)
     return tokenizer
+
+
+def _set_vocab_size(config: dict, rows: int) -> None:
+    """The grown table's size in the config: at the top and in each sub-config that names one
+    (T5Gemma's ``encoder``, which transformers and this engine read, and its ``decoder``)."""
+    config["vocab_size"] = rows
+    for key, sub in config.items():
+        if isinstance(sub, dict) and "vocab_size" in sub:
+            config[key] = dict(sub, vocab_size=rows)
 
 
 def _word_embedding(backbone, rows: int) -> nn.Embedding:

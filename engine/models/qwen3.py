@@ -9,8 +9,9 @@ import mlx.nn as nn
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
+from engine.models.dropout import override
 from engine.models.heads import Classifier
-from engine.models.spec import FamilySpec
+from engine.models.spec import FamilySpec, Recommended
 
 SPEC = FamilySpec(
     model_type="qwen3", name="Qwen3", base_prefix="model",
@@ -22,7 +23,12 @@ SPEC = FamilySpec(
     # Checkpoint keys of other heads (a causal-LM head, another task's classifier): skipped on load.
     ignored_keys=("lm_head.", "score."),
     embedding_weights=("embed_tokens.",),
+    recommended=(
+        Recommended("Qwen/Qwen3-Embedding-0.6B", 595_776_512, "multilingual retrieval, strong but slow to train"),
+    ),
 )
+# Attention-probability dropout (HF default 0) and the token classifier's (GenericForTokenClassification).
+DROPOUT_KEYS = ("attention_dropout", "classifier_dropout")
 ACTIVATIONS = {"silu": nn.silu, "swish": nn.silu, "gelu": nn.gelu, "gelu_pytorch_tanh": nn.gelu_approx}
 ROPE_TYPES = ("default", "linear")
 
@@ -51,8 +57,12 @@ class ModelArgs:
     pad_token_id: int | None = None
     initializer_range: float = 0.02
     token_classification_bias: bool = True
+    attention_dropout: float = 0.0
+    classifier_dropout: float | None = None
 
     def __post_init__(self):
+        if self.classifier_dropout is None:  # GenericForTokenClassification's default
+            self.classifier_dropout = 0.1
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if not self.use_sliding_window:  # HF's Qwen3Config drops the window unless it is switched on
@@ -89,6 +99,7 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_dim, eps=args.rms_norm_eps)
         self.k_norm = nn.RMSNorm(self.head_dim, eps=args.rms_norm_eps)
         self.rope_base, self.rope_scale = args.rope_base, args.rope_scale
+        self.attention_dropout = args.attention_dropout
 
     def rope(self, x):
         # HF's rotate_half layout is traditional=False; positions 0..T-1 for every row, as HF's
@@ -100,7 +111,8 @@ class Attention(nn.Module):
         q = self.q_norm(self.q_proj(x).reshape(B, T, self.n_heads, -1)).transpose(0, 2, 1, 3)  # (B, nh, T, hd)
         k = self.k_norm(self.k_proj(x).reshape(B, T, self.n_kv_heads, -1)).transpose(0, 2, 1, 3)  # (B, nkv, T, hd)
         v = self.v_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        return self.o_proj(attention(self.rope(q), self.rope(k), v, mask, scale=self.head_dim ** -0.5))
+        return self.o_proj(attention(self.rope(q), self.rope(k), v, mask, scale=self.head_dim ** -0.5,
+                                     dropout=self.attention_dropout if self.training else 0.0))
 
 
 class MLP(nn.Module):
@@ -160,9 +172,11 @@ def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
 
 
 def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
-    """HF ``Qwen3ForTokenClassification`` (GenericForTokenClassification): ``score`` on every token."""
+    """HF ``Qwen3ForTokenClassification`` (GenericForTokenClassification): dropout, then ``score`` on
+    every token."""
     return Classifier(SPEC.base_prefix, Model(args), "score",
-                      nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias))
+                      nn.Linear(args.hidden_size, num_labels, bias=args.token_classification_bias),
+                      dropout=args.classifier_dropout)
 
 
 TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier}
@@ -172,16 +186,18 @@ def task_error(task: str, config: dict) -> str:
     if task == "masked-lm":
         return ("Qwen3 is a causal (decoder-only) model, so it has no masked-LM task: masked-language "
                 "modelling needs bidirectional attention. Pick an encoder (bert, modernbert) or a Gemma3 "
-                "checkpoint loaded with bidirectional=True (use_bidirectional_attention).")
+                "checkpoint trained with --bidirectional (use_bidirectional_attention).")
     return f"qwen3 models do not support the {task} task."
 
 
-def configure(config: dict, bidirectional: bool | None = None, **overrides) -> dict:
-    """Qwen3 attention is causal only: refuse a request for bidirectional attention."""
+def configure(config: dict, bidirectional: bool | None = None, dropout: float | None = None,
+              **overrides) -> dict:
+    """Qwen3 attention is causal only: refuse a request for bidirectional attention. Apply the dropout
+    override."""
     if bidirectional:
         raise ModelError("Qwen3 has no bidirectional attention switch (its attention is always causal). "
                          "Leave bidirectional unset, or use a Gemma3 checkpoint for bidirectional attention.")
-    return config
+    return override(config, DROPOUT_KEYS, dropout)
 
 
 def sanitize(weights: dict) -> dict:

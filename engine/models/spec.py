@@ -6,8 +6,16 @@ the run-config builder, the CLI and the app read it instead of keeping their own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.tasks import EMBEDDING_TASKS, TASKS
+
+
+class Recommended(NamedTuple):
+    """A checkpoint of the family the app suggests: its Hub id, size (parameters) and what it is good for."""
+    model_id: str
+    parameters: int
+    good_for: str
 
 
 @dataclass(frozen=True)
@@ -24,9 +32,29 @@ class FamilySpec:
     optional_keys: tuple[str, ...] = ()  # backbone weights a checkpoint may lack (initialised fresh)
     # Backbone weight-name prefixes (no base_prefix) of the input embeddings, for freezing them.
     embedding_weights: tuple[str, ...] = field(default=())
+    # Head tasks whose ``architectures`` class the installed transformers lacks: the engine has the
+    # head, but a trained folder would load nowhere else, so training and export refuse them up front
+    # (tests/test_fidelity_fixes.py checks this list against transformers).
+    no_transformers_class: tuple[str, ...] = ()
+    # task → the transformers auto class that reloads the saved head, where it is not the task table's
+    # (Gemma3's masked LM is saved as Gemma3ForCausalLM: AutoModelForCausalLM).
+    auto_classes: dict[str, str] = field(default_factory=dict)
+    # config.json switches the attention between causal and bidirectional (--bidirectional / --causal).
+    supports_bidirectional: bool = False
+    # A few checkpoints the app's model box suggests, smallest first.
+    recommended: tuple[Recommended, ...] = ()
 
     @property
     def tasks(self) -> tuple[str, ...]:
         """Every task this family loads for: the embedding tasks (any backbone pools) and the
         tasks it has a head for, in engine.tasks order."""
         return tuple(t for t in TASKS if t in EMBEDDING_TASKS or t in self.architectures)
+
+    @property
+    def exportable_tasks(self) -> tuple[str, ...]:
+        """The tasks a run may train: those whose output its own library (transformers, ST, PyLate) loads."""
+        return tuple(t for t in self.tasks if t not in self.no_transformers_class)
+
+    def auto_class(self, task: str) -> str:
+        """The transformers auto class that loads this family's saved ``task`` folder."""
+        return self.auto_classes.get(task) or TASKS[task].auto_class

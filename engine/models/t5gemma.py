@@ -18,6 +18,7 @@ import mlx.nn as nn
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
+from engine.models.dropout import Dropout, override
 from engine.models.heads import Classifier
 from engine.models.spec import FamilySpec
 
@@ -31,6 +32,9 @@ SPEC = FamilySpec(
     ignored_keys=("decoder.", "lm_head.", "score."),
     embedding_weights=("encoder.embed_tokens.",),
 )
+# Top-level T5GemmaConfig keys (HF defaults 0): T5GemmaConfig copies the first two into its encoder and
+# decoder, whatever those say, so they are read from the top level only (never lifted, see configure).
+DROPOUT_KEYS = ("dropout_rate", "attention_dropout", "classifier_dropout_rate")
 ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu_new": nn.gelu_approx, "gelu": nn.gelu,
                "silu": nn.silu, "relu": nn.relu}
 
@@ -55,6 +59,9 @@ class ModelArgs:
     layer_types: list | None = None
     attn_logit_softcapping: float | None = 50.0
     initializer_range: float = 0.02
+    dropout_rate: float = 0.0
+    attention_dropout: float = 0.0
+    classifier_dropout_rate: float = 0.0
 
     def __post_init__(self):
         if self.layer_types is None:  # HF's default: sliding, full, sliding, ...
@@ -98,6 +105,7 @@ class SelfAttention(nn.Module):
         self.k_proj = nn.Linear(H, self.n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(H, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, H, bias=bias)
+        self.attention_dropout = args.attention_dropout
 
     def __call__(self, x, mask):
         B, T, _ = x.shape
@@ -107,7 +115,8 @@ class SelfAttention(nn.Module):
         # HF rotates positions 0..T-1 whatever the padding; RoPE is relative, so real tokens agree.
         q = mx.fast.rope(q, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=0)
         k = mx.fast.rope(k, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=0)
-        return self.o_proj(attention(q, k, v, mask, scale=self.scale, softcap=self.softcap))
+        return self.o_proj(attention(q, k, v, mask, scale=self.scale, softcap=self.softcap,
+                                     dropout=self.attention_dropout if self.training else 0.0))
 
 
 class MLP(nn.Module):
@@ -117,13 +126,15 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
         self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
         self.act = ACTIVATIONS[args.hidden_activation]
+        self.dropout = Dropout(args.dropout_rate)
 
     def __call__(self, x):
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.dropout(self.act(self.gate_proj(x)) * self.up_proj(x)))
 
 
 class EncoderLayer(nn.Module):
-    """HF's T5GemmaEncoderLayer: pre- and post-norm around attention and around the MLP."""
+    """HF's T5GemmaEncoderLayer: pre- and post-norm around attention and around the MLP, dropout
+    before each residual sum."""
 
     def __init__(self, args: ModelArgs, layer_type: str):
         super().__init__()
@@ -135,10 +146,11 @@ class EncoderLayer(nn.Module):
         self.post_self_attn_layernorm = RMSNorm(args.hidden_size, eps)
         self.pre_feedforward_layernorm = RMSNorm(args.hidden_size, eps)
         self.post_feedforward_layernorm = RMSNorm(args.hidden_size, eps)
+        self.dropout = Dropout(args.dropout_rate)
 
     def __call__(self, x, mask):
-        x = x + self.post_self_attn_layernorm(self.self_attn(self.pre_self_attn_layernorm(x), mask))
-        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        x = x + self.dropout(self.post_self_attn_layernorm(self.self_attn(self.pre_self_attn_layernorm(x), mask)))
+        return x + self.dropout(self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))))
 
 
 class Encoder(nn.Module):
@@ -149,6 +161,7 @@ class Encoder(nn.Module):
         self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
         self.layers = [EncoderLayer(args, t) for t in args.layer_types[:args.num_hidden_layers]]
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.dropout = Dropout(args.dropout_rate)  # after the embeddings and after the final norm
 
 
 class Model(nn.Module):
@@ -167,37 +180,41 @@ class Model(nn.Module):
     def __call__(self, input_ids, attention_mask):
         x = self.encoder.embed_tokens(input_ids)
         x = x * mx.array(x.shape[-1] ** 0.5, dtype=x.dtype)  # HF rounds the normaliser to the dtype
+        x = self.encoder.dropout(x)
         full = make_mask(attention_mask)
         # HF's bidirectional sliding mask: keys with |i - j| <= sliding_window.
         local = (make_mask(attention_mask, window=self.sliding_window, symmetric_window=True)
                  if any(layer.is_sliding for layer in self.layers) else None)
         for layer in self.encoder.layers:
             x = run_layer(layer, self.grad_checkpoint, x, local if layer.is_sliding else full)
-        return self.encoder.norm(x)
+        return self.encoder.dropout(self.encoder.norm(x))
 
 
 class ClassificationHead(nn.Module):
-    """HF's T5GemmaClassificationHead (dropout is off at inference and here)."""
+    """HF's T5GemmaClassificationHead: out_proj(dropout(x)), dropout ``classifier_dropout_rate``."""
 
-    def __init__(self, hidden_size: int, num_labels: int):
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
         super().__init__()
+        self.dropout = Dropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
     def __call__(self, x):
-        return self.out_proj(x)
+        return self.out_proj(self.dropout(x))
 
 
 def sequence_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """HF ``T5GemmaForSequenceClassification`` scores every token and keeps the last non-pad one (pad
     found by id; here by the mask, the same thing for tokenizer output). Pooling first gives the same
     logits for less work."""
-    return Classifier(SPEC.base_prefix, Model(args), "score", ClassificationHead(args.hidden_size, num_labels),
+    return Classifier(SPEC.base_prefix, Model(args), "score",
+                      ClassificationHead(args.hidden_size, num_labels, args.classifier_dropout_rate),
                       pooling="lasttoken")
 
 
 def token_classifier(args: ModelArgs, num_labels: int) -> Classifier:
     """HF ``T5GemmaForTokenClassification``: ``score`` on every token."""
-    return Classifier(SPEC.base_prefix, Model(args), "score", ClassificationHead(args.hidden_size, num_labels))
+    return Classifier(SPEC.base_prefix, Model(args), "score",
+                      ClassificationHead(args.hidden_size, num_labels, args.classifier_dropout_rate))
 
 
 TASK_MODELS = {"text-classification": sequence_classifier, "token-classification": token_classifier}
@@ -211,17 +228,21 @@ def task_error(task: str, config: dict) -> str:
     return f"t5gemma models do not support the {task} task."
 
 
-def configure(config: dict, bidirectional: bool | None = None, **overrides) -> dict:
+def configure(config: dict, bidirectional: bool | None = None, dropout: float | None = None,
+              **overrides) -> dict:
     """Lift the encoder sub-config's architecture keys to the top level (ModelArgs reads them there)
     and mark the model encoder-only. ``encoder``/``decoder`` stay as they were, so the saved
-    config.json is still a T5GemmaConfig transformers reads; the lifted keys are ignored by it."""
+    config.json is still a T5GemmaConfig transformers reads; the lifted keys are ignored by it. The
+    dropout keys are top-level T5GemmaConfig keys (transformers reads them there): never lifted; the
+    dropout override sets them."""
     if bidirectional is False:
         raise ModelError("The T5Gemma encoder is bidirectional; it has no causal mode (bidirectional=False).")
     encoder = config.get("encoder")
     if not isinstance(encoder, dict):
         raise ModelError("This t5gemma config.json has no 'encoder' sub-config; it is not a T5Gemma checkpoint.")
-    lifted = {f.name: encoder[f.name] for f in fields(ModelArgs) if f.name in encoder}
-    return dict(config, **lifted, is_encoder_decoder=False)
+    lifted = {f.name: encoder[f.name] for f in fields(ModelArgs)
+              if f.name in encoder and f.name not in DROPOUT_KEYS}
+    return override(dict(config, **lifted, is_encoder_decoder=False), DROPOUT_KEYS, dropout)
 
 
 def sanitize(weights: dict) -> dict:

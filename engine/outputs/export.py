@@ -16,16 +16,19 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import mlx.core as mx
 
+from engine.data.inputs import tokenize_texts
 from engine.models.heads import EmbeddingModel, LateInteractionModel
 from engine.errors import ExportError
-from engine.files import atomic_write, is_inside, sibling, swap_folder, write_json
+from engine.files import atomic_write, is_inside, lock_holder, sibling, swap_folder, write_json
 from engine.inference import load_for_task
+from engine.models import task_refusal
 from engine.run_record import RUN_FILE, is_run_folder, write_run_record
 
 FORMATS = ("sentence-transformers", "pylate", "transformers")
@@ -35,8 +38,6 @@ SAMPLE_TEXTS = ("What is the capital of France?",
                 "Fine-tuning adapts a pretrained model to one task, using a much smaller dataset; it's quick!",
                 "The quick brown fox jumps over the lazy dog.",
                 "ok")
-AUTO_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
-                "token-classification": "AutoModelForTokenClassification", "masked-lm": "AutoModelForMaskedLM"}
 
 
 # -- what a folder holds ------------------------------------------------------------------------
@@ -58,6 +59,10 @@ def check_format(model, fmt: str) -> str:
                 "transformers": f"a {model.info.task} model"}[natural]
         raise ExportError(f"This is {what}; it cannot be written in the {fmt} format.",
                           f"Use --format {natural} (or --format transformers for the bare encoder / HF head).",
+                          refused=True)
+    refusal = None if natural != "transformers" else task_refusal(model.info.config["model_type"], model.info.task)
+    if refusal:
+        raise ExportError(refusal, "This model still works here: raclate predict and raclate eval load it.",
                           refused=True)
     return fmt
 
@@ -127,14 +132,23 @@ def _compare_vectors(ours, theirs, what: str) -> dict:
     return {"compared": what, "max_abs_diff": max(diffs), "min_cosine": min(cosines)}
 
 
+def _prompt_modes(info) -> list[tuple[str, dict, str, dict]]:
+    """Each way sentence-transformers puts a prompt before texts, as (name, our encode() keywords, its
+    method, its keywords): none asked (the default prompt), queries, documents, each named prompt."""
+    modes = [("no prompt given", {}, "encode", {}), ("queries", {"is_query": True}, "encode_query", {}),
+             ("documents", {"is_query": False}, "encode_document", {})]
+    return modes + [(f"prompt {name!r}", {"prompt_name": name}, "encode", {"prompt_name": name})
+                    for name in info.prompts or {}]
+
+
 def _check_sentence_transformers(model, tokenizer, out: Path, texts) -> dict:
     from engine.inference import encode
-    ours = encode(model, tokenizer, texts)
+    modes = _prompt_modes(model.info)
     if _installed("torch", "sentence_transformers"):
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.models import Normalize, Pooling
         st = SentenceTransformer(str(out), device="cpu", local_files_only=True)
-        theirs = st.encode(list(texts), convert_to_numpy=True)
+        theirs = [getattr(st, method)(list(texts), convert_to_numpy=True, **kw) for _, _, method, kw in modes]
         pooling = next((m.get_pooling_mode_str() for m in st if isinstance(m, Pooling)), None)
         report = {"reference": f"sentence-transformers {_version('sentence-transformers')}", "pooling": pooling,
                   "normalize": any(isinstance(m, Normalize) for m in st), "prompts": dict(st.prompts),
@@ -142,11 +156,18 @@ def _check_sentence_transformers(model, tokenizer, out: Path, texts) -> dict:
     else:
         from engine.models import load_model
         again, tok2 = load_model(str(out), model.info.task)
-        theirs = encode(again, tok2, texts)
+        theirs = [encode(again, tok2, texts, **kw) for _, kw, _, _ in modes]
         report = {"reference": "engine loader (sentence-transformers not installed)", "pooling": again.pooling,
                   "normalize": again.normalize, "prompts": dict(again.info.prompts),
                   "default_prompt_name": again.info.default_prompt_name}
-    report.update(_compare_vectors(ours, theirs, "sentence embeddings"))
+    # sentence-transformers applies no chat template: compare the texts as it reads them (the card says to wrap them)
+    parts = [_compare_vectors(encode(model, tokenizer, texts, use_chat_template=False, **kw), ref, name)
+             for (name, kw, _, _), ref in zip(modes, theirs)]
+    report.update(compared="sentence embeddings (" + ", ".join(p["compared"] for p in parts) + ")",
+                  max_abs_diff=max(p["max_abs_diff"] for p in parts), min_cosine=min(p["min_cosine"] for p in parts))
+    details = [f"{p['compared']}: {p['detail']}" for p in parts if "detail" in p]
+    if details:
+        report["detail"] = "; ".join(details)
     report["ok"] = report["min_cosine"] >= COSINE_MIN
     report["tolerance"] = f"cosine ≥ {COSINE_MIN}"
     if report["pooling"] != model.pooling and not (report["pooling"] or "").startswith(model.pooling):
@@ -183,43 +204,59 @@ def _check_transformers(model, tokenizer, out: Path, texts) -> dict:
     task = model.info.task
     from engine.inference import max_length_of
     limit = min(128, max_length_of(model, tokenizer))
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="np")
-    ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+    template = {"use_chat_template": model.info.use_chat_template, "max_length": limit}   # as in training
     embedding = isinstance(model, (EmbeddingModel, LateInteractionModel))
-    ours = model.hidden_states(mx.array(ids), mx.array(mask)) if embedding else model(mx.array(ids), mx.array(mask))
-    ours = np.array(ours.astype(mx.float32))
+    # A classifier reads pairs too: the second text's token type (BERT) must count the same on both sides.
+    inputs = [(list(texts),)] + ([(list(texts), list(texts)[::-1])] if task == "text-classification" else [])
+    keys = ("input_ids", "attention_mask") + (("token_type_ids",) if getattr(model, "token_types", False) else ())
     if _installed("torch"):
         import torch
         import transformers
         from transformers import AutoTokenizer
-        cls = getattr(transformers, AUTO_CLASSES.get(task, "AutoModel") if not embedding else "AutoModel")
+        cls = getattr(transformers, "AutoModel" if embedding else model.info.family.SPEC.auto_class(task))
         ref = cls.from_pretrained(str(out), dtype=torch.float32).eval()
-        saved_ids = AutoTokenizer.from_pretrained(str(out))(list(texts), truncation=True, max_length=limit)["input_ids"]
-        with torch.no_grad():
-            res = ref(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long))
-        theirs = (res.last_hidden_state if embedding else res.logits).float().numpy()
+        saved_tokenizer = AutoTokenizer.from_pretrained(str(out))
+
+        def reference(arrays):
+            with torch.no_grad():
+                res = ref(**{k: torch.tensor(v, dtype=torch.long) for k, v in arrays.items()})
+            return (res.last_hidden_state if embedding else res.logits).float().numpy()
         report = {"reference": f"transformers {_version('transformers')} ({cls.__name__})"}
     else:
         from engine.models import load_model
-        again, tok2 = load_model(str(out), task, use_late_interaction=False)
-        saved_ids = tok2(list(texts), truncation=True, max_length=limit)["input_ids"]
-        fn = again.hidden_states if embedding else again
-        theirs = np.array(fn(mx.array(ids), mx.array(mask)).astype(mx.float32))
+        again, saved_tokenizer = load_model(str(out), task, use_late_interaction=False)
+        reference = partial(_engine_outputs, again, embedding)
         report = {"reference": "engine loader (torch not installed)"}
-    rows = [list(r[m > 0]) for r, m in zip(ids, mask)]
-    same_tokens = [list(map(int, r)) for r in rows] == [list(map(int, r)) for r in saved_ids]
-    sel = (mask > 0) if ours.ndim == 3 else slice(None)  # token-level outputs: real positions only
-    diff = float(np.abs(ours[sel] - theirs[sel]).max()) if ours.shape == theirs.shape else float("inf")
-    scale = float(np.abs(theirs[sel]).max()) if ours.shape == theirs.shape else 1.0
-    tol = LOGITS_ATOL * max(1.0, scale)
-    report.update(compared="hidden states" if embedding else "logits", max_abs_diff=diff, min_cosine=None,
-                  tolerance=f"|Δ| ≤ {tol:.2g}", ok=diff <= tol and same_tokens)
+    diff, scale, same_tokens = 0.0, 1.0, True
+    for args in inputs:
+        enc = tokenize_texts(tokenizer, *args, padding=True, return_tensors="np", **template)
+        arrays = {k: enc[k].astype(np.int32) for k in keys if k in enc}
+        ids, mask = arrays["input_ids"], arrays["attention_mask"]
+        ours, theirs = _engine_outputs(model, embedding, arrays), reference(arrays)
+        saved_ids = tokenize_texts(saved_tokenizer, *args, **template)["input_ids"]
+        same_tokens &= [list(map(int, r[m > 0])) for r, m in zip(ids, mask)] == [list(map(int, r)) for r in saved_ids]
+        if ours.shape != theirs.shape:
+            diff = float("inf")
+            continue
+        sel = (mask > 0) if ours.ndim == 3 else slice(None)  # token-level outputs: real positions only
+        diff = max(diff, float(np.abs(ours[sel] - theirs[sel]).max()))
+        scale = max(scale, float(np.abs(theirs[sel]).max()))
+    tol = LOGITS_ATOL * scale
+    compared = "hidden states" if embedding else "logits" + (" (texts and pairs)" if len(inputs) > 1 else "")
+    report.update(compared=compared, max_abs_diff=diff, min_cosine=None, tolerance=f"|Δ| ≤ {tol:.2g}",
+                  ok=diff <= tol and same_tokens)
     if not same_tokens:
         report["detail"] = "the saved tokenizer gives other token ids than the live one"
     if "id2label" in model.info.config and task != "masked-lm":
         report["labels"] = [model.info.config["id2label"][k] for k in sorted(model.info.config["id2label"], key=int)]
         report["problem_type"] = model.info.config.get("problem_type")
     return report
+
+
+def _engine_outputs(model, embedding: bool, arrays: dict) -> np.ndarray:
+    """Hidden states (embedding models: the bare encoder) or the head's outputs, as float32 numpy."""
+    fn = model.hidden_states if embedding else model
+    return np.array(fn(*(mx.array(v) for v in arrays.values())).astype(mx.float32))
 
 
 @contextlib.contextmanager
@@ -316,6 +353,10 @@ def check_export_target(source: str, out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise ExportError(f"{out} exists and is a file; nothing was written.", "Choose a new folder for --to.", refused=True)
+    holder = lock_holder(out)
+    if holder:
+        raise ExportError(f"{out} is being written by a training run ({holder}); nothing was written.",
+                          "Wait for the run to end, or choose another --to folder.", refused=True)
     from engine.models.loading import resolve_model_dir
     src = Path(source).expanduser()
     src = src if src.exists() else resolve_model_dir(source)

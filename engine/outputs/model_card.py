@@ -1,20 +1,18 @@
 """The model card (README.md) of a trained or exported model: Hub metadata, how to load it, base
-model, task, data, settings, metrics, and the export self-check (what was compared, the largest
-difference, pooling / normalisation / prompts in effect)."""
+model, task, its inputs (prompts, chat template, max length), data, settings, metrics, and the export
+self-check (what was compared, the largest difference, pooling / normalisation / prompts in effect)."""
 from __future__ import annotations
 
 import json
 import re
 
 from engine.defaults import DEFAULT_MODEL_NAME
+from engine.tasks import TASKS
 
 LIBRARIES = {"sentence-transformers": "sentence-transformers", "pylate": "PyLate", "transformers": "transformers"}
 PIPELINES = {"sentence-similarity": "sentence-similarity", "feature-extraction": "sentence-similarity",
              "text-classification": "text-classification", "token-classification": "token-classification",
              "masked-lm": "fill-mask"}
-AUTO_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
-                "token-classification": "AutoModelForTokenClassification", "masked-lm": "AutoModelForMaskedLM",
-                "feature-extraction": "AutoModel", "sentence-similarity": "AutoModel"}
 SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "batch_size", "gradient_accumulation_steps",
             "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "max_length",
             "loss", "use_late_interaction", "late_interaction_dim", "seed")
@@ -59,7 +57,8 @@ def _front_matter(fmt: str, task: str, base: str | None, record: dict) -> list[s
     return lines
 
 
-def _usage(fmt: str, task: str, name: str) -> list[str]:
+def _usage(fmt: str, task: str, name: str, cls: str = "AutoModel") -> list[str]:
+    """How to load the folder; ``cls``: the transformers class that loads a transformers-format one."""
     if fmt == "sentence-transformers":
         code = ["from sentence_transformers import SentenceTransformer", "",
                 f'model = SentenceTransformer("{name}")',
@@ -70,11 +69,10 @@ def _usage(fmt: str, task: str, name: str) -> list[str]:
                 'queries = model.encode(["What is a light-year?"], is_query=True)',
                 'documents = model.encode(["A light-year is a distance."], is_query=False)']
     else:
-        cls = AUTO_CLASSES.get(task, "AutoModel")
         code = [f"from transformers import AutoTokenizer, {cls}", "",
                 f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
                 f'model = {cls}.from_pretrained("{name}")']
-        if task in ("text-classification", "token-classification", "masked-lm"):
+        if task in ("text-classification", "token-classification", "masked-lm") and cls == TASKS[task].auto_class:
             pipe = {"text-classification": "text-classification", "token-classification": "token-classification",
                     "masked-lm": "fill-mask"}[task]
             code += ["", "from transformers import pipeline",
@@ -102,11 +100,38 @@ def _model_section(model, fmt: str) -> list[str]:
         rows.append(("labels", ", ".join(labels[:20]) + (" …" if len(labels) > 20 else "")))
         if cfg.get("problem_type"):
             rows.append(("problem type", cfg["problem_type"]))
-    if info.prompts and any(info.prompts.values()):
+    return ["## Model", "", *_table(rows, ("", "")), ""]
+
+
+def _inputs_section(model, fmt: str) -> list[str]:
+    """What a text goes through before the model reads it, as in training (engine/data/inputs.py):
+    prompts, chat template, max length."""
+    info = model.info
+    prompted = bool(info.prompts and any(info.prompts.values()))
+    rows = []
+    if prompted:
         rows.append(("prompts", json.dumps(info.prompts, ensure_ascii=False)))
+        if info.default_prompt_name:
+            rows.append(("default prompt", info.default_prompt_name))
+    if info.use_chat_template:
+        rows.append(("chat template", "yes: each text is one user message of the tokenizer's chat template"))
     if info.max_seq_length:
         rows.append(("max sequence length", info.max_seq_length))
-    return ["## Model", "", *_table(rows, ("", "")), ""]
+    if not rows:
+        return []
+    lines = ["## Inputs", "", *_table(rows, ("", "")), ""]
+    if prompted or info.use_chat_template:
+        lines += ["Give the model its texts the way it was trained on them, or its outputs change.", ""]
+    if prompted and fmt != "transformers":
+        lines += ["sentence-transformers applies the prompts by name: `model.encode_query(texts)`, "
+                  "`model.encode_document(texts)` or `model.encode(texts, prompt_name=\"query\")`.", ""]
+    if info.use_chat_template:
+        lines += ["It was trained with the chat template: wrap each text in it and let the template write the special "
+                  "tokens (sentence-transformers and the transformers pipelines do not do this by themselves; "
+                  "`raclate predict` and `raclate eval` do it for this folder):", "", "```python",
+                  'text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False)',
+                  'inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt")', "```", ""]
+    return lines
 
 
 def _training_section(record: dict) -> list[str]:
@@ -176,8 +201,9 @@ def render_card(model, fmt: str, record: dict | None = None, check: dict | None 
     origin = f"fine-tuned from `{base}`" if record.get("training") else f"exported from `{base}`"
     lines += [f"This is {what}, {origin} with RACLATE Tuner (MLX). It loads with "
               f"{LIBRARIES[fmt]} as is, no custom code.", ""]
-    lines += _usage(fmt, task, name or "path/to/this/folder")
+    lines += _usage(fmt, task, name or "path/to/this/folder", model.info.family.SPEC.auto_class(task))
     lines += _model_section(model, fmt)
+    lines += _inputs_section(model, fmt)
     lines += _training_section(record)
     lines += _metrics_section(record)
     lines += _check_section(check)

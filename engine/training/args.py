@@ -43,6 +43,9 @@ class TrainingArgs:
     weight_decay: float = arg(0.01, "AdamW decoupled weight decay.")
     max_grad_norm: float = arg(1.0, "Clip the global gradient norm to this (0 = no clipping).")
     freeze_embeddings: bool = arg(False, "Keep the token/position embedding weights fixed.")
+    dropout: float | None = arg(None, "Dropout probability for every dropout of the model, in training only "
+                                      "(default: the model config's own values; 0 = no dropout). Saved into "
+                                      "the output's config.json.")
     eval_steps: int = arg(0, "Evaluate every N steps (0 = before training and at the end only).")
     save_steps: int = arg(500, "Write a checkpoint every N steps (0 = only at the end).")
     save_total_limit: int = arg(2, "Keep at most this many checkpoints (the best one is always kept).")
@@ -50,9 +53,20 @@ class TrainingArgs:
                                 f"every {LOG_EVERY}, more often on short runs.")
     seed: int = arg(42, "Seed for initialisation, data order and masking.")
     max_length: int = arg(256, "Maximum tokens per text; longer texts are truncated.")
+    prompts: dict[str, str] = arg(dict, "A named prompt of an embedding model, NAME=TEXT (repeatable): saved into "
+                                        "config_sentence_transformers.json, where sentence-transformers applies it "
+                                        "by name (encode(..., prompt_name=NAME)).", "--prompt")
+    query_prompt: str | None = arg(None, "Text put before every query (the anchor column) of an embedding model, in "
+                                         "training and after: its 'query' prompt.")
+    document_prompt: str | None = arg(None, "Text put before every document (positives, negatives) of an embedding "
+                                            "model, in training and after: its 'document' prompt.")
     use_late_interaction: bool = arg(False, "Train a ColBERT-style late-interaction model (MaxSim).",
                                      "--late-interaction")
     late_interaction_dim: int = arg(128, "Token-vector size of the late-interaction projection.")
+    bidirectional: bool | None = arg(None, "Attention direction of families that have the switch (Gemma 3): "
+                                           "bidirectional (needed for masked LM) or, with --no-bidirectional, "
+                                           "causal; unset = the model's config.json. Saved into the output's "
+                                           "config.json.")
     is_regression: bool | None = arg(None, "Classification with float targets (None = detect from the labels).",
                                      "--regression")
     loss: str | None = arg(None, "Loss name (default: chosen from task and data): mnrl, cached_mnrl, cosent, "
@@ -81,6 +95,10 @@ class TrainingArgs:
                                     "from another process (a process that dies is noticed at once).")
 
     def __post_init__(self):
+        for f in fields(self):   # NaN slips through every comparison below and trains an all-NaN model
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{flag(f)} must be a finite number, got {value}.")
         if self.lr_scheduler_type not in SCHEDULERS:
             raise ValueError(f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}, got {self.lr_scheduler_type!r}.")
         for name in ("batch_size", "gradient_accumulation_steps", "pad_to_multiple_of", "max_length"):
@@ -90,8 +108,12 @@ class TrainingArgs:
             raise ValueError(f"logging_steps must be 0 (auto) or more, got {self.logging_steps}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if not isinstance(self.prompts, dict):
+            raise ValueError(f"prompts must map prompt names to texts, got {self.prompts!r}.")
         if self.hub_model_id:
             self.push_to_hub = True
 

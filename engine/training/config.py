@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from engine.data.args import DatasetArgs
+from engine.data.inputs import check_user_prompts, user_prompts
 from engine.errors import UsageError
-from engine.models import preset_for
-from engine.run_record import RUN_FILE
+from engine.files import LOCK_FILE, lock_holder
+from engine.models import family_specs, local_config, preset_for, spec_for, task_refusal
+from engine.run_record import RUN_FILE, is_run_folder
 from engine.tasks import normalize_task, task_names
 from engine.training.args import TrainingArgs
-from engine.training.checkpoint import find_checkpoint
+from engine.training.checkpoint import checkpoint_dirs, find_checkpoint
 
 # DatasetArgs fields a run sets from the rest of its config: the task, and TrainingArgs' own values.
 DATA_FROM_RUN = ("task_type", "max_length", "seed", "is_regression")
@@ -63,6 +65,10 @@ def build_run_config(settings: dict | None = None, **overrides) -> RunConfig:
     if not task:
         raise UsageError(f"No task given. Pass --task with one of: {', '.join(task_names())}.")
     task = normalize_task(task)   # an unknown name is refused here, with the valid ones
+    spec = spec_for(local_config(model).get("model_type", ""))   # None: not on this machine yet
+    refusal = spec and task_refusal(spec.model_type, task)
+    if refusal:   # the output would load nowhere but here: refused before any data or weights are read
+        raise UsageError(refusal)
     if not data.get("data"):
         raise UsageError("No training data given. Pass --data with a .jsonl/.json/.csv/.tsv/.parquet file, "
                          "a folder, or a Hub dataset id.")
@@ -76,23 +82,68 @@ def build_run_config(settings: dict | None = None, **overrides) -> RunConfig:
                             is_regression=args.is_regression)
     except (TypeError, ValueError) as exc:   # DataError is a ValueError too
         raise UsageError(str(exc)) from None
+    if args.bidirectional is not None and spec is not None and not spec.supports_bidirectional:
+        having = ", ".join(s.model_type for s in family_specs().values() if s.supports_bidirectional)
+        raise UsageError(f"{spec.name} has no switch between causal and bidirectional attention, so "
+                         f"--bidirectional / --no-bidirectional do not apply to it (families that have one: {having}).")
+    check_user_prompts(task, args.use_late_interaction,
+                       user_prompts(args.prompts, args.query_prompt, args.document_prompt))
     return RunConfig(str(model), task, dargs, args)
 
 
+def replacement_dir(out: Path) -> Path:
+    """Where `--overwrite` trains the run that replaces the one in ``out``: a hidden folder beside it,
+    renamed over ``out`` once the new run has finished, so a crash leaves the old run whole."""
+    return out.parent / f".{out.name}.new-run"
+
+
+def holds_files(folder: Path) -> bool:
+    """``folder`` exists with something in it besides its lock file."""
+    return folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir())
+
+
 def check_output_dir(out: Path, resume: str | None, overwrite: bool) -> None:
-    """Refuse to write over a folder that is not a run, a run without --resume/--overwrite, or a
-    --resume with no checkpoint to resume from (before any data or model is loaded)."""
-    if resume:
-        try:
-            find_checkpoint(out, resume)
-        except FileNotFoundError as exc:
-            raise UsageError(str(exc)) from None
-    if not out.exists() or not any(out.iterdir()):
+    """Before any data or model is loaded, refuse a folder another run is writing, a folder that is not
+    a run, a run without --resume/--overwrite, and a --resume with nothing to resume from."""
+    for folder in (out, replacement_dir(out)):
+        holder = lock_holder(folder)
+        if holder:
+            raise UsageError(f"Output folder {folder} is in use by another run ({holder}); nothing was written. "
+                             "Wait for that run to end (or stop it), or choose another folder.")
+    check_output_contents(out, resume, overwrite)
+
+
+def check_output_contents(out: Path, resume: str | None, overwrite: bool) -> None:
+    """check_output_dir without the lock: train_run checks again once it holds the lock."""
+    staging = replacement_dir(out)
+    if overwrite and resume:
+        if not is_run_folder(staging):
+            raise UsageError(f"--overwrite with --resume continues an unfinished replacement of {out}, and there is "
+                             "none. Pass --resume alone to continue the run there, or --overwrite alone to replace it.")
+        find_checkpoint(staging, resume)
         return
-    is_run = (out / RUN_FILE).exists() or (out / "checkpoints").is_dir()
-    if not is_run:
+    if resume:
+        if resume == "latest" and is_run_folder(out) and not checkpoint_dirs(out / "checkpoints"):
+            also = (f", or continue the unfinished replacement in {staging} with --overwrite --resume"
+                    if is_run_folder(staging) else "")
+            raise UsageError(f"Output folder {out} holds a run with no checkpoint (it stopped before its first one), "
+                             f"so there is nothing to resume. Pass --overwrite without --resume to start it again{also}.")
+        find_checkpoint(out, resume)
+    if overwrite and holds_files(staging) and not is_run_folder(staging):
+        raise UsageError(f"{staging} is in the way of the replacement and was not written by RACLATE; nothing was "
+                         "deleted. Move it away, or choose another folder.")
+    if not holds_files(out):
+        return
+    if overwrite and not is_run_folder(out):
+        raise UsageError(f"Output folder {out} was not written by RACLATE (it has no {RUN_FILE}); nothing was "
+                         "deleted. --overwrite only replaces an earlier run or export: choose a new folder.")
+    if not is_run_folder(out) and not (out / "checkpoints").is_dir():
         raise UsageError(f"Output folder {out} already exists and is not a RACLATE run; nothing was written. "
                          "Choose a new folder (or an empty one).")
-    if not resume and not overwrite:
-        raise UsageError(f"Output folder {out} already holds a run. Pass --resume to continue it, "
-                         "--overwrite to replace it, or choose a new folder.")
+    if resume or overwrite:
+        return
+    if not checkpoint_dirs(out / "checkpoints"):
+        raise UsageError(f"Output folder {out} already holds a run with no checkpoint, so there is nothing to "
+                         "resume. Pass --overwrite to start it again, or choose a new folder.")
+    raise UsageError(f"Output folder {out} already holds a run. Pass --resume to continue it, "
+                     "--overwrite to replace it, or choose a new folder.")

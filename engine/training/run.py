@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from engine import errors
 from engine.events import make_event
+from engine.files import LOCK_FILE, lock_folder, lock_holder, swap_folder
 from engine.run_record import RUN_FILE, versions, write_run_record
-from engine.training.config import RunConfig
+from engine.training.config import RunConfig, check_output_contents, holds_files, replacement_dir
 
 
 def classify_error(exc: BaseException) -> tuple[str, str, str]:
@@ -26,10 +28,14 @@ def classify_error(exc: BaseException) -> tuple[str, str, str]:
 def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_handler=None) -> dict:
     """Run training for a resolved config (engine.training.config.build_run_config).
     Events go to ``callbacks``; a failure emits an ``error`` event, then raises. The output folder is
-    written only once the data and the model have loaded (bad input leaves nothing behind)."""
+    written only once the data and the model have loaded (bad input leaves nothing behind), and is
+    locked while the run writes it. ``overwrite`` replaces an earlier run there: the new run trains in
+    a folder beside it (``replacement_dir``) that is swapped in once it has finished."""
     import mlx.core as mx
     from engine.data import load_dataset
-    from engine.models import load_model
+    from engine.models import load_model, task_refusal
+    from engine.models.dropout import dropout_values
+    from engine.models.memory import training_memory
     from engine.training.trainer import Trainer
 
     args, dargs = cfg.training, cfg.data
@@ -45,8 +51,18 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
               "host": platform.node(), "model": cfg.model,
               "task": dargs.task_type, "data": asdict(dargs), "training": args.to_dict(), "versions": versions(),
               "seed": args.seed}
-    history, started = [], False
-    callbacks = list(callbacks) + [lambda e: history.append(e) if e["event"] in ("step", "eval") else None]
+    history, phases, started = [], set(), False
+    work, locks = out, []   # the folder this run writes: ``out``, or the replacement beside it
+
+    def keep(e):  # the record keeps the curves and the parameter counts; the phases tell what Ctrl+C stopped
+        if e["event"] in ("step", "eval"):
+            history.append(e)
+        elif e["event"] == "phase":
+            phases.add(e["name"])
+        elif e["event"] == "run_started":
+            record["parameters"] = {k: e[f"{k}_parameters"] for k in ("trainable", "frozen", "total")}
+
+    callbacks = list(callbacks) + [keep]
 
     def emit(event_name, /, **fields):
         for callback in callbacks if main else ():
@@ -57,7 +73,7 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
         if started and main:
             record.update(status="crashed", ended=time.time(), error={"kind": kind, "message": message, "hint": hint},
                           history=history)
-            write_run_record(out, record)
+            write_run_record(work, record)
 
     if world is not None:
         world.fatal_handlers[:] = [crashed]   # a peer lost while this process is stuck in a collective
@@ -78,15 +94,23 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
         mx.random.seed(args.seed)  # a new head's initial weights depend on the seed, not on the clock
         model, tokenizer = load_model(
             cfg.model, dargs.task_type, id2label=info.names if info.names and not info.is_regression else None,
-            is_regression=info.is_regression, use_late_interaction=args.use_late_interaction,
-            late_interaction_dim=args.late_interaction_dim)
+            is_regression=info.is_regression, is_multi_label=info.is_multi_label,
+            use_late_interaction=args.use_late_interaction,
+            late_interaction_dim=args.late_interaction_dim, bidirectional=args.bidirectional,
+            dropout=args.dropout, training=training_memory(args, dargs.task_type))
+        refusal = task_refusal(model.info.config["model_type"], dargs.task_type)
+        if refusal:   # a Hub model that was not on this machine when the config was built
+            raise errors.UsageError(refusal)
+        record["dropout"] = dropout_values(model)  # what training uses: the config's values or --dropout
         if main:
-            _prepare_output(out, overwrite, record, bool(args.resume_from_checkpoint))
+            work, locks = _prepare_output(out, overwrite, args.resume_from_checkpoint, record, emit)
         started = True
-        trainer = Trainer(model, tokenizer, dargs.task_type, args, data.train, data.validation,
+        trainer = Trainer(model, tokenizer, dargs.task_type, replace(args, output_dir=str(work)), data.train,
+                          data.validation,
                           callbacks=callbacks, label_info=info,
                           run_info={"run_id": record["run_id"], "model": cfg.model,
-                                    "use_chat_template": dargs.use_chat_template}, world=world)
+                                    "use_chat_template": dargs.use_chat_template, "dropout": record["dropout"]},
+                          world=world)
         if stop_handler is not None:
             stop_handler(trainer)
         result = trainer.train()
@@ -95,12 +119,14 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
             if not main:
                 return {**record, "status": "finished", "final_step": result["step"]}
         emit("phase", name="saving")
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(str(out))
+        _save_model(model, tokenizer, work)
         record.update(status="stopped" if result["stopped_early"] else "finished", ended=time.time(),
                       metrics=result["metrics"], final_step=result["step"], best_step=result["best_step"],
                       history=history)
-        write_run_record(out, record)
+        write_run_record(work, record)
+        if work != out:   # the replacement has finished: now, and only now, it takes the old run's place
+            swap_folder(work, out)
+            work = out
         from engine.outputs.export import finish_output
         finish_output(model, tokenizer, out, record, args)  # self-check, model card, Hub push
         emit("finished", output_dir=str(out), metrics=result["metrics"], stopped_early=result["stopped_early"],
@@ -109,30 +135,86 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
     except BaseException as exc:
         if world is not None:
             world.handling_failure()
-        kind, message, hint = classify_error(exc)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        shown = exc
+        if interrupted and not isinstance(exc, errors.Interrupted):   # say whether anything was saved
+            shown = errors.Interrupted(training="training" in phases)
+        kind, message, hint = classify_error(shown)
+        if work != out:   # a replacement: continuing it takes --overwrite too
+            hint = (hint + " " if hint else "") + (
+                f"This run replaces the one in {out}, which was kept as it was; it is in {work}: continue it "
+                "with --overwrite --resume latest, or start it again with --overwrite.")
         if world is not None:
             world.fail(message)   # the peers learn why (they prefix this rank's number)
-        if not isinstance(exc, KeyboardInterrupt):
-            emit("error", kind=kind, message=message, hint=hint)
+        emit("error", kind=kind, message=message, hint=hint)
         if started and main:
-            record.update(status="crashed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
-                          ended=time.time(), error={"kind": kind, "message": message, "hint": hint}, history=history)
-            try:
-                write_run_record(out, record)
-            except OSError:
-                pass
+            status = "stopped" if interrupted else "failed" if kind == "io" else "crashed"
+            record.update(status=status, ended=time.time(), error={"kind": kind, "message": message, "hint": hint},
+                          history=history)
+            _write_final_record(work, record)
+        if shown is not exc:
+            raise shown from exc
+        raise
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _prepare_output(out: Path, overwrite: bool, resume: str | None, record: dict, emit) -> tuple[Path, list]:
+    """Lock the output folder, check it again under the lock (another run may have written it since
+    the command's check), keep the id of a resumed run, and write the first run record. Returns the
+    folder the run writes (the replacement beside ``out`` when ``overwrite`` replaces a run) and the locks."""
+    check_output_contents(out, resume, overwrite)   # before creating anything, even the lock file
+    work = replacement_dir(out) if overwrite and (resume or holds_files(out)) else out
+    locks = []
+    try:
+        for folder in dict.fromkeys((out, work)):   # the target first: every run takes them in one order
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = lock_folder(folder)
+            if lock is None:
+                raise errors.UsageError(f"Output folder {folder} is in use by another run "
+                                        f"({lock_holder(folder) or 'another process'}); nothing was written. "
+                                        "Wait for that run to end (or stop it), or choose another folder.")
+            locks.append(lock)
+        check_output_contents(out, resume, overwrite)
+        if work != out and not resume and holds_files(work):   # a replacement that did not finish: start over
+            for child in work.iterdir():
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            emit("warning", message=f"Discarded the unfinished replacement in {work} and started it again.")
+        if resume and (work / RUN_FILE).exists():
+            previous = json.loads((work / RUN_FILE).read_text())
+            record.update(run_id=previous.get("run_id", record["run_id"]),
+                          started=previous.get("started", record["started"]))
+            if previous.get("name"):   # the name the user gave the run (engine.run_record.set_run_name)
+                record["name"] = previous["name"]
+        write_run_record(work, record)
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return work, locks
+
+
+def _save_model(model, tokenizer, folder: Path) -> None:
+    """The final model and tokenizer; a full disk is said as such, with the space the weights need."""
+    from mlx.utils import tree_flatten
+    try:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(str(folder))
+    except (OSError, RuntimeError) as exc:
+        if errors.write_failed(exc):
+            needed = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+            raise errors.disk_full(folder, needed, "the final model", exc) from exc
         raise
 
 
-def _prepare_output(out: Path, overwrite: bool, record: dict, resume: bool) -> None:
-    """Clear a replaced run, keep the id of a resumed one, and write the first run record."""
-    if overwrite and out.exists():
-        import shutil
-        for child in ("checkpoints", RUN_FILE):
-            p = out / child
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    if resume and (out / RUN_FILE).exists():
-        previous = json.loads((out / RUN_FILE).read_text())
-        record.update(run_id=previous.get("run_id", record["run_id"]), started=previous.get("started", record["started"]))
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_record(out, record)
+def _write_final_record(folder: Path, record: dict) -> None:
+    """The record of a run that ended on an error; on a full disk, at least the status and the reason
+    (the step history is the large part)."""
+    for shown in (record, {k: v for k, v in record.items() if k != "history"}):
+        try:
+            write_run_record(folder, shown)
+            return
+        except OSError:
+            pass

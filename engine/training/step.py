@@ -43,7 +43,10 @@ def build_step(model, loss_fn, optimizer, max_grad_norm: float, compile: bool = 
     """
     value_and_grad = nn.value_and_grad(model, loss_fn)
     cached = hasattr(loss_fn, "loss_and_grads")
-    state = [model.state, optimizer.state]
+    # The global random state is state too: dropout draws from it, so a compiled step reads and advances it
+    # (new masks every step, the masks an eager step draws from the same key). A compiled step keeps the
+    # model's mode (train/eval) of its first call: the Trainer builds it in train mode.
+    state = [model.state, optimizer.state, mx.random.state]
 
     def grads_of(batch):
         return loss_fn.loss_and_grads(model, batch) if cached else value_and_grad(model, batch)

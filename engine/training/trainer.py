@@ -11,18 +11,31 @@ import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from engine.training.checkpoint import find_checkpoint, load_checkpoint, rotate_checkpoints, save_checkpoint
+from engine.training.checkpoint import load_checkpoint, pick_checkpoint, rotate_checkpoints, save_checkpoint
 from engine.data import LengthGroupedBatchSampler, normalize_task, tokenize_dataset
 from engine.data.collators import collator_for
+from engine.data.inputs import adopt, role_prompts, user_prompts
 from engine.data.prefetch import Prefetcher
 from engine.training.distributed import World, fingerprint, init_world
 from engine.errors import TrainingError
 from engine.events import make_event
 from engine.inference import collated_batches
 from engine.losses import auto_class_weights, select_loss
+from engine.models.dropout import dropout_values
 from engine.training.schedules import warmup_steps_for
 from engine.training.step import accumulate, build_step, make_optimizer
 from engine.training.args import TrainingArgs
+
+
+def freeze_embeddings(model) -> None:
+    """Freeze the input embeddings: the backbone weights the family's spec names (``embedding_weights``,
+    e.g. T5Gemma's ``encoder.embed_tokens.``; not LFM2's ``embedding_norm``, its final norm)."""
+    prefixes = model.info.family.SPEC.embedding_weights
+    modules = dict(model.backbone.named_modules())
+    for name, _ in tree_flatten(model.backbone.parameters()):
+        if name.startswith(prefixes):
+            path, _, weight = name.rpartition(".")
+            modules[path].freeze(recurse=False, keys=[weight])
 
 
 class Trainer:
@@ -34,6 +47,10 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.label_info = label_info
         self.run_info = dict(run_info or {})
+        # The run's inputs ride on the model: saving writes them, inference applies them (engine/data/inputs.py).
+        adopt(model.info, prompts=user_prompts(training_args.prompts, training_args.query_prompt,
+                                               training_args.document_prompt),
+              use_chat_template=self.run_info.get("use_chat_template", False), max_length=training_args.max_length)
         self.stop_requested = False
         self.history: list[dict] = []
         self.output_dir = Path(training_args.output_dir) if training_args.output_dir else None
@@ -61,17 +78,11 @@ class Trainer:
     def _prompts(self) -> dict:
         """The model's sentence-transformers prompts as role prompts: the query prompt for the anchor,
         the document prompt (named document, passage or corpus) for positives and negatives."""
-        named = getattr(getattr(self.model, "info", None), "prompts", None) or {}
-        if self.task != "sentence-similarity" or not named:
-            return {}
-        document = next((named[k] for k in ("document", "passage", "corpus") if k in named), None)
-        roles = {"text": named.get("query"), "text_pair": document, "negative": document}
-        return {role: prompt for role, prompt in roles.items() if prompt}
+        return role_prompts(self.model.info, self.task)
 
     def _tokenized(self, dataset):
         return tokenize_dataset(dataset, self.tokenizer, self.task, self.args.max_length,
-                                use_chat_template=self.run_info.get("use_chat_template", False),
-                                prompts=self._prompts())
+                                use_chat_template=self.model.info.use_chat_template, prompts=self._prompts())
 
     @staticmethod
     def _lengths(ds) -> np.ndarray:
@@ -101,12 +112,15 @@ class Trainer:
         negatives = sum(1 for c in ds.column_names if c.startswith("negative") and c.endswith("_input_ids"))
         scored = self.task == "sentence-similarity" and "label" in ds.column_names
         weights = None
+        multi_label = bool(self.label_info and self.label_info.is_multi_label)
         if a.class_weights == "auto" and self.task == "text-classification":
-            weights = auto_class_weights(np.array(ds["label"]), self.label_info.num_labels)
+            # multi-label: select_loss refuses class weights for BCE with a message
+            weights = a.class_weights if multi_label else auto_class_weights(np.array(ds["label"]),
+                                                                              self.label_info.num_labels)
         options = {"mini_batch_size": a.mini_batch_size} if a.loss == "cached_mnrl" else {}
         loss = select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
                            num_negatives=negatives, is_regression=bool(self.label_info and self.label_info.is_regression),
-                           class_weights=weights, loss_name=a.loss, **options)
+                           is_multi_label=multi_label, class_weights=weights, loss_name=a.loss, **options)
         if gather and hasattr(loss, "gather_across_ranks"):  # in-batch negatives from the global batch
             loss.gather_across_ranks = True
         return loss
@@ -114,6 +128,10 @@ class Trainer:
     # -- training -----------------------------------------------------------------------------
     def train(self) -> dict:
         a, model, world = self.args, self.model, self.world
+        if a.dropout is not None and set(dropout_values(model).values()) - {a.dropout}:
+            raise TrainingError("bad_model", f"dropout is set to {a.dropout:g}, but the model was loaded with "
+                                             f"{dropout_values(model)}.",
+                                "Load the model with load_model(..., dropout=...), as train_run does.")
         mx.random.seed(a.seed)
         engine.backend.keep_freed_memory()  # no page faults for each step's fresh arrays (Linux)
         self.emit("phase", name="tokenizing")
@@ -135,11 +153,9 @@ class Trainer:
         warmup = warmup_steps_for(total, a.warmup_steps, a.warmup_ratio)
 
         if a.freeze_embeddings:
-            for name, child in model.backbone.children().items():
-                if "embed" in name:
-                    child.freeze()
+            freeze_embeddings(model)
         model.set_grad_checkpoint(a.grad_checkpoint)
-        model.train()
+        model.train()  # dropout on for the steps; evaluation switches to eval mode and back
         gather = world.size > 1 and a.gather_across_ranks
         loss_fn = self._loss(train_ds, gather=gather)
         eval_loss_fn = self._loss(train_ds) if gather else loss_fn  # evaluation is rank 0's alone: no gathering
@@ -149,7 +165,9 @@ class Trainer:
         step, best = 0, {"metric": None, "step": None, "checkpoint": None, "bad_evals": 0, "metrics": {}}
         resumed_from, saved = None, None
         if a.resume_from_checkpoint and world.is_main:
-            path = find_checkpoint(self.output_dir, a.resume_from_checkpoint)
+            path, passed_over = pick_checkpoint(self.output_dir, a.resume_from_checkpoint)
+            for message in passed_over:   # a damaged newer checkpoint (a write cut short): say which, resume before it
+                self.emit("warning", message=message)
             saved = load_checkpoint(path, model, optimizer)
         if world.size > 1:  # the same data everywhere, then rank 0's weights, optimizer, RNG and position
             world.check_same({"training rows": len(train_ds), "token lengths of the rows": fingerprint(lengths),
@@ -170,7 +188,8 @@ class Trainer:
         n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
         self.emit("run_started", run_id=self.run_info.get("run_id", ""), config=self._config(),
                   total_steps=total, num_examples=len(train_ds), trainable_parameters=n_train,
-                  total_parameters=n_total, resumed_from_step=resumed_from, world_size=world.size)
+                  frozen_parameters=n_total - n_train, total_parameters=n_total, resumed_from_step=resumed_from,
+                  world_size=world.size)
         if eval_ds is not None and resumed_from is None:
             self._evaluate(eval_ds, eval_loss_fn, 0, best)
 
@@ -195,7 +214,7 @@ class Trainer:
             step += 1
             # The sync point of a step is in apply_fn (is the loss finite?); the update it queued runs while
             # the next batch is fetched and traced.
-            mx.async_eval(model.state, optimizer.state)
+            mx.async_eval(model.state, optimizer.state, mx.random.state)
             self._data_state = micro[-1][3]  # what a checkpoint after this step resumes from
             window["steps"] += 1
             window["examples"] += sum(m[1] for m in micro)
@@ -247,7 +266,10 @@ class Trainer:
 
     def _load_best(self, best, optimizer) -> None:
         if best["checkpoint"]:
-            load_checkpoint(Path(best["checkpoint"]), self.model, optimizer)
+            path = Path(best["checkpoint"])
+            if self.output_dir is not None:  # by name: the run's folder may have moved (a replacement swapped in)
+                path = self.output_dir / "checkpoints" / path.name
+            load_checkpoint(path, self.model, optimizer)
         else:  # no output folder: the best weights were kept in memory
             self.model.update(tree_unflatten(list(self._best_weights.items())))
         self.emit("warning", message=f"Loaded the best model, from step {best['step']} "

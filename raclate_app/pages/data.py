@@ -1,23 +1,28 @@
-"""Data page: open or drop data, preview its first rows, map columns to roles, choose validation
-data, read the live validation report and see exactly what the model reads for a row."""
+"""Data page: open or drop data (in its text encoding), preview its first rows, see which task the
+columns fit and why (or choose when several do), map columns to roles, choose validation data, read
+the live validation report and see exactly what the model reads for a row."""
 from __future__ import annotations
 
 import sys
+from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QScrollArea, QSplitter, QStackedWidget, QTableView, QVBoxLayout, QWidget)
 
+from engine.data import DataError
+from engine.data.mapping import resolve_columns
 from raclate_app import theme
-from raclate_app.checks import render_row
+from raclate_app.checks import SAMPLE_ROWS, detected_encoding, render_row
 from raclate_app.tasks import APP_TASKS, role_title
 from raclate_app.widgets.mapping import MappingEditor
 from raclate_app.widgets.model_sees import ModelSeesView
 from raclate_app.widgets.preview_model import PreviewModel
 from raclate_app.widgets.report import ReportView
-from raclate_app.widgets.source import (FILE_FILTER, EmptyState, SourceBar, SplitBox, paths_from_mime,
-                                        split_train_validation)
+from raclate_app.widgets.source import (FILE_FILTER, EmptyState, SourceBar, SplitBox, dropped_paths, encoding_title,
+                                        is_readable, refusal, split_train_validation)
+from raclate_app.widgets.task_choice import TaskChoiceBox
 
 
 class DataPage(QWidget):
@@ -31,6 +36,8 @@ class DataPage(QWidget):
         self.source_bar = SourceBar()
         self.error_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
+        self.encoding_note = QLabel(wordWrap=True)   # the file is not UTF-8: which encoding it is read in
+        self.encoding_note.hide()
         self.empty = EmptyState()
         self.table_model = PreviewModel(self)
         self.table = QTableView()
@@ -48,6 +55,7 @@ class DataPage(QWidget):
         self.task_combo = QComboBox()
         for task in APP_TASKS:
             self.task_combo.addItem(task.title, task.key)
+        self.choice_box = TaskChoiceBox()
         self.mapping = MappingEditor()
         self.split_box = SplitBox()
         self.report = ReportView()
@@ -57,6 +65,7 @@ class DataPage(QWidget):
         self._connect()
         self.empty.set_recent(project.settings.recent("files"))
         self.on_source_changed()
+        self.on_report_changed()
 
     # -- layout --------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -80,6 +89,7 @@ class DataPage(QWidget):
         task_row.addWidget(QLabel("<b>Task</b>"))
         task_row.addWidget(self.task_combo, 1)
         side_layout.addLayout(task_row)
+        side_layout.addWidget(self.choice_box)
         roles = QGroupBox("Column roles")
         QVBoxLayout(roles).addWidget(self.mapping)
         side_layout.addWidget(roles)
@@ -107,6 +117,7 @@ class DataPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.source_bar)
         layout.addWidget(self.error_label)
+        layout.addWidget(self.encoding_note)
         layout.addWidget(self.stack, 1)
         layout.addLayout(bottom)
 
@@ -115,6 +126,8 @@ class DataPage(QWidget):
         self.source_bar.open_file_requested.connect(self.open_file_dialog)
         self.source_bar.open_folder_requested.connect(self.open_folder_dialog)
         self.source_bar.hub_requested.connect(lambda i, s, sp: p.open_source(i, s or None, sp or None))
+        self.source_bar.encoding_chosen.connect(p.set_encoding)
+        self.choice_box.chosen.connect(p.set_task)
         self.empty.demo_requested.connect(p.load_demo)
         self.empty.recent_requested.connect(p.open_source)
         self.task_combo.currentIndexChanged.connect(lambda _i: p.set_task(self.task_combo.currentData()))
@@ -125,6 +138,7 @@ class DataPage(QWidget):
         self.report.row_clicked.connect(self.on_report_row_clicked)
         self.table.selectionModel().currentRowChanged.connect(lambda cur, _prev: self.render_row(cur.row()))
         self.next_button.clicked.connect(self.next_requested)
+        p.source_opening.connect(self.on_source_opening)
         p.source_changed.connect(self.on_source_changed)
         p.source_failed.connect(self.on_source_failed)
         p.task_changed.connect(self.on_task_changed)
@@ -132,6 +146,7 @@ class DataPage(QWidget):
         p.split_changed.connect(self.on_split_changed)
         p.validation_started.connect(self.on_report_changed)
         p.report_changed.connect(self.on_report_changed)
+        p.check_progressed.connect(self.on_report_changed)
         p.tokenizer_changed.connect(self.render_current_row)
         p.training_changed.connect(self.render_current_row)
 
@@ -158,7 +173,13 @@ class DataPage(QWidget):
         return str(Path(recent[0]).parent) if recent else str(Path.home())
 
     def open_paths(self, paths: list[Path]) -> bool:
-        train, validation = split_train_validation(paths)
+        """Open dropped or chosen paths; files it cannot read are refused with a message saying what it reads."""
+        readable = [p for p in paths if is_readable(p)]
+        if paths and not readable:
+            self.show_error(escape(refusal(paths)))
+            self.project.notice.emit(refusal(paths))
+            return False
+        train, validation = split_train_validation(readable)
         if train is None:
             return False
         self.project.open_source(str(train))
@@ -167,24 +188,49 @@ class DataPage(QWidget):
         return True
 
     def dragEnterEvent(self, event) -> None:
-        if paths_from_mime(event.mimeData()):
+        if dropped_paths(event.mimeData()):   # any local file: one it cannot read gets a message on the drop
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        if self.open_paths(paths_from_mime(event.mimeData())):
+        if self.open_paths(dropped_paths(event.mimeData())):
             event.acceptProposedAction()
 
     # -- project → widgets ---------------------------------------------------------------------------
+    def on_source_opening(self, _source: str) -> None:
+        self.error_label.hide()
+        self._update_blocking()
+
     def on_source_changed(self) -> None:
         p = self.project
         pv = p.preview
         self.error_label.hide()
         self.table_model.set_preview(pv)
         self.stack.setCurrentIndex(1 if pv else 0)
+        self.source_bar.set_encoding(p.encoding)
+        self.source_bar.encoding.setEnabled(pv is None or pv.format not in ("parquet", "hub"))
+        self._show_encoding_note()
+        self.next_button.setEnabled(pv is not None)
+        self.next_button.setToolTip("" if pv is not None else "Open training data first.")
+        self._show_task(p.task_key)
+        self.choice_box.show_choices(p.choices, p.task_key)
         if pv is None:
             self.empty.set_recent(p.settings.recent("files"))
             self.model_sees.show_message("Select a row of the preview to see exactly what the model reads.")
             self._update_blocking()
+            return
+        self._show_info()
+        self.on_mapping_changed(rebuild=True)
+        self.split_box.update_from(p)
+        self.table.resizeColumnsToContents()
+        for c in range(self.table_model.columnCount()):
+            self.table.setColumnWidth(c, min(max(self.table.columnWidth(c), 90), 360))
+        if pv.rows:
+            self.table.selectRow(0)
+
+    def _show_info(self) -> None:
+        """The file, its format and rows: estimated from the head of a big file until the full check counts them."""
+        p, pv = self.project, self.project.preview
+        if pv is None:
             return
         total = f"{'≈' if pv.num_rows_is_estimate else ''}{pv.num_rows:,} rows" if pv.num_rows is not None else \
             "row count unknown"
@@ -194,13 +240,18 @@ class DataPage(QWidget):
             f"showing rows {offset + 1:,}–{offset + len(pv.rows):,}"
         self.info_label.setText(f"<b>{Path(p.source).name or p.source}</b> · {pv.format} · {total}{splits} · {shown}")
         self.info_label.setToolTip(p.source)
-        self.on_mapping_changed(rebuild=True)
-        self.split_box.update_from(p)
-        self.table.resizeColumnsToContents()
-        for c in range(self.table_model.columnCount()):
-            self.table.setColumnWidth(c, min(max(self.table.columnWidth(c), 90), 360))
-        if pv.rows:
-            self.table.selectRow(0)
+
+    def _show_encoding_note(self) -> None:
+        """Say so when the file was read in another encoding than UTF-8 without the user choosing it."""
+        p, err = self.project, self.project.encoding_error
+        self.encoding_note.setVisible(err is not None and p.preview is not None)
+        if err is None or p.preview is None:
+            return
+        what = f"Line {err.row} of {Path(p.source).name}" if err.row else Path(p.source).name
+        color = theme.hex_of(theme.status_color("tight"))
+        self.encoding_note.setText(
+            f"<span style='color:{color}'>⚠ {escape(what)} is not UTF-8 text, so the file is read as "
+            f"{escape(encoding_title(p.encoding))}. If characters look wrong, choose its encoding above.</span>")
 
     def on_split_changed(self) -> None:
         self.split_box.update_from(self.project)
@@ -209,15 +260,28 @@ class DataPage(QWidget):
         self.render_row(self.table.currentIndex().row())
 
     def on_source_failed(self, exc) -> None:
+        text = str(exc)
+        guess = detected_encoding(exc)
+        if guess:   # the engine's fix names the CLI flag; here the choice is the Encoding box above
+            where = f"{Path(exc.file or '').name}{f', line {exc.row}' if exc.row else ''}: "
+            text = (f"{where if exc.file else ''}{exc.message} Fix: choose {encoding_title(guess)} in “Encoding” "
+                    "above, or save the file as UTF-8.")
+        self.show_error(f"<b>Could not open the data; no data is loaded.</b> {escape(text)}")
+
+    def show_error(self, html: str) -> None:
         color = theme.hex_of(theme.status_color("over"))
-        self.error_label.setText(f"<span style='color:{color}'><b>Could not open the data.</b></span> {exc}")
+        self.error_label.setText(f"<span style='color:{color}'>{html}</span>")
         self.error_label.show()
 
     def on_task_changed(self, key: str) -> None:
+        self._show_task(key)
+        self.choice_box.set_current(key)
+        self.on_mapping_changed(rebuild=True)
+
+    def _show_task(self, key: str) -> None:
         self.task_combo.blockSignals(True)
         self.task_combo.setCurrentIndex(max(self.task_combo.findData(key), 0))
         self.task_combo.blockSignals(False)
-        self.on_mapping_changed(rebuild=True)
 
     def on_mapping_changed(self, rebuild: bool = False) -> None:
         p = self.project
@@ -233,16 +297,25 @@ class DataPage(QWidget):
 
     def on_report_changed(self) -> None:
         p = self.project
-        if p.check is None:
-            self.report.show_message("Checking the data …" if p.validating else "No data yet.")
+        if p.loading_source:
+            self.report.show_message(f"Opening {Path(p.loading_source).name or p.loading_source} …")
+        elif p.check is None:
+            self.report.show_message("Checking the data …" if p.validating or p.preview else "No data yet.")
         else:
-            self.report.show_report(p.check.report, checking=p.validating, notes=self._mapping_notes())
+            self.report.show_report(p.check.report, checking=self._checking_text(), notes=self._mapping_notes())
+            self._show_info()   # the full check counts the rows exactly
         self._update_blocking()
+
+    def _checking_text(self) -> str | bool:
+        p = self.project
+        if not p.full_checking:
+            return p.validating
+        done, total = p.check_progress
+        how_far = f" ({done / total:.0%})" if total else ""
+        return f"This report is about the first {SAMPLE_ROWS:,} rows; checking every row{how_far} …"
 
     def _mapping_notes(self) -> list[str]:
         """Columns the engine would still use although the page shows them as ignored."""
-        from engine.data import DataError
-        from engine.data.mapping import resolve_columns
         p = self.project
         chosen = p.data_args()["columns"]
         try:
@@ -257,8 +330,10 @@ class DataPage(QWidget):
         problem = self.project.blocking_problem()
         level = self.project.blocking_level(problem)
         color = theme.muted_text() if level == "unknown" else theme.status_color(level)
-        self.blocking.setText(f"<span style='color:{theme.hex_of(color)}'>"
-                              f"{problem or '✓ The data is ready for training.'}</span>")
+        ready = (f"✓ The first {SAMPLE_ROWS:,} rows are ready: training can start while every row is checked "
+                 "(a problem found stops the run before it trains)." if self.project.full_checking else
+                 "✓ The data is ready for training.")
+        self.blocking.setText(f"<span style='color:{theme.hex_of(color)}'>{problem or ready}</span>")
 
     # -- rows ----------------------------------------------------------------------------------------
     def on_report_row_clicked(self, file, number: int, split: str) -> None:

@@ -56,6 +56,7 @@ class EvaluatePage(QWidget):
         self.file_mapping: dict[str, str] = {}
         self.result: dict | None = None
         self.picker = ModelPicker("Model")
+        self.followed: str | None = None   # a new run's model, selected when the list of runs next arrives
         self.use_validation = QRadioButton("The run's validation split")
         self.use_file = QRadioButton("Another file")
         group = QButtonGroup(self)
@@ -130,7 +131,18 @@ class EvaluatePage(QWidget):
     # -- choices -------------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
         self.project.worker.submit("evaluate-runs", scan_runs, run_roots(self.project.settings),
-                                   on_done=self.picker.set_runs, on_error=lambda exc: self.set_status(str(exc), "over"))
+                                   on_done=self.on_runs_scanned, on_error=lambda exc: self.set_status(str(exc), "over"))
+
+    def follow_run(self, path: str) -> None:
+        """Select the model of a run that just ended, once the fresh list of runs holds it."""
+        self.followed = path
+        self.refresh_runs()
+
+    def on_runs_scanned(self, runs) -> None:
+        self.picker.set_runs(runs)
+        if self.followed:
+            self.picker.select_path(self.followed)
+            self.followed = None
 
     def select_model(self, path: str) -> None:
         self.picker.select_path(path)

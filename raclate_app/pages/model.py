@@ -9,23 +9,31 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QRadioButton, QScrollArea, QToolButton, QVBoxLayout, QWidget)
 
-from raclate_app import memory, theme
-from raclate_app.forms import ADVANCED, BASIC, SettingsForm
+from engine.models import memory, spec_for, task_refusal
+from engine.tasks import EMBEDDING_TASKS
+from raclate_app import theme
+from raclate_app.forms import ADVANCED, BASIC, SettingsForm, training_field, write_editor
+from raclate_app.memory import suggestion, verdict
 from raclate_app.model_info import summarize
 from raclate_app.tasks import APP_TASKS
 from raclate_app.widgets.distributed import DistributedSection
 
 DEFAULT_LABEL = "default — all-MiniLM-L6-v2 (built in)"
+# The attention control's choices → TrainingArgs.bidirectional
+ATTENTION = {"as the model's config says": None, "bidirectional": True, "causal": False}
+PROMPTS = ("query_prompt", "document_prompt")   # applied by embedding models only (the engine refuses others)
 
 
 class ModelPage(QWidget):
     title = "Model & Task"
     next_requested = Signal()
+    validity_changed = Signal()   # ``refusal`` changed: the task can (no longer) be trained on this model
 
     def __init__(self, project, parent=None):
         super().__init__(parent)
         self.project = project
         self.summary = None
+        self.refusal: str | None = None   # why the chosen task cannot be trained on this model's family
         self.available, self.available_source = memory.machine_memory()
         self.task_group = QButtonGroup(self)
         self.task_buttons: dict[str, QRadioButton] = {}
@@ -35,6 +43,14 @@ class ModelPage(QWidget):
         self.folder_button = QPushButton("Choose folder…")
         self.model_info = QLabel(wordWrap=True)
         self.preset_label = QLabel(wordWrap=True)
+        self.preset: tuple[str, dict] | None = None   # (family, values) of the preset last applied
+        self.task_problem = QLabel(wordWrap=True)   # a task this family's output could not be loaded for
+        self.task_problem.hide()
+        # TrainingArgs.bidirectional: only families with the switch (FamilySpec.supports_bidirectional)
+        self.attention_combo = QComboBox()
+        for text in ATTENTION:
+            self.attention_combo.addItem(text)
+        self.attention_combo.setToolTip(training_field("bidirectional").metadata["help"])
         self.basic = SettingsForm(BASIC)
         self.advanced = SettingsForm(ADVANCED)
         self.advanced.hide()
@@ -83,6 +99,12 @@ class ModelPage(QWidget):
         model_layout.addLayout(row)
         model_layout.addWidget(self.model_info)
         model_layout.addWidget(self.preset_label)
+        attention_row = QHBoxLayout()
+        attention_row.addWidget(QLabel("Attention"))
+        attention_row.addWidget(self.attention_combo)
+        attention_row.addStretch()
+        model_layout.addLayout(attention_row)
+        model_layout.addWidget(self.task_problem)
 
         settings = QGroupBox("Training settings")
         s_layout = QVBoxLayout(settings)
@@ -124,6 +146,8 @@ class ModelPage(QWidget):
         self.model_combo.activated.connect(lambda _i: p.set_model(self.chosen_model()))
         self.model_combo.lineEdit().editingFinished.connect(lambda: p.set_model(self.chosen_model()))
         self.folder_button.clicked.connect(self.choose_folder)
+        self.attention_combo.currentIndexChanged.connect(
+            lambda _i: p.set_training({"bidirectional": ATTENTION[self.attention_combo.currentText()]}))
         self.advanced_toggle.toggled.connect(self.on_advanced_toggled)
         # The Train page starts its supervised child through `raclate launch` with these options.
         self.distributed.settings_changed.connect(
@@ -146,7 +170,23 @@ class ModelPage(QWidget):
             button.blockSignals(True)
             button.setChecked(True)
             button.blockSignals(False)
+        self.update_family_controls()
+        self.update_prompts()
         self.update_memory()
+
+    def update_prompts(self) -> None:
+        """Prompts only for embedding models (one vector per text): another task clears and locks them."""
+        task = self.project.task
+        usable = task.engine_task in EMBEDDING_TASKS and not task.training.get("use_late_interaction")
+        for name in PROMPTS:
+            editor = self.advanced.editors[name]
+            editor.setEnabled(usable)
+            editor.setToolTip(training_field(name).metadata["help"] if usable else
+                              "Prompts are for sentence similarity (one vector per text) only.")
+            if not usable and editor.text():
+                write_editor(editor, None)
+        if not usable:
+            self.on_form_changed()
 
     def _fill_models(self) -> None:
         self.model_combo.blockSignals(True)
@@ -199,7 +239,27 @@ class ModelPage(QWidget):
         else:
             self.model_info.setText(summary.describe())
             self.apply_preset()
+        self.update_family_controls()
         self.update_memory()
+
+    def update_family_controls(self) -> None:
+        """What the model's family allows: the attention switch, and whether its output for the chosen
+        task would load outside this app (the engine refuses such a run; the reason shows here)."""
+        spec = spec_for(self.summary.model_type) if self.summary else None
+        switchable = bool(spec and spec.supports_bidirectional)
+        self.attention_combo.setEnabled(switchable)
+        self.attention_combo.setToolTip(training_field("bidirectional").metadata["help"] if switchable else
+                                        "Only families with an attention switch (Gemma 3) can change it.")
+        if not switchable and self.attention_combo.currentIndex() != 0:
+            self.attention_combo.setCurrentIndex(0)   # the model's own attention; the engine refuses a setting
+        refusal = spec and task_refusal(spec.model_type, self.project.task.engine_task) or None
+        changed, self.refusal = refusal != self.refusal, refusal
+        self.task_problem.setText(f"<span style='color:{theme.hex_of(theme.status_color('over'))}'>"
+                                  f"{self.refusal}</span>" if self.refusal else "")
+        self.task_problem.setVisible(bool(self.refusal))
+        self._update_blocking()
+        if changed:
+            self.validity_changed.emit()
 
     def on_training_changed(self) -> None:
         """Settings set from elsewhere (a duplicated run) show in the forms."""
@@ -208,9 +268,15 @@ class ModelPage(QWidget):
             for name, editor in form.editors.items():
                 if name in self.project.training and read_editor(editor) != self.project.training[name]:
                     write_editor(editor, self.project.training[name])
+        index = list(ATTENTION.values()).index(self.project.training.get("bidirectional"))
+        if index != self.attention_combo.currentIndex():
+            self.attention_combo.blockSignals(True)
+            self.attention_combo.setCurrentIndex(index)
+            self.attention_combo.blockSignals(False)
         self.update_memory()
 
     def apply_preset(self) -> None:
+        self.preset = None
         if self.project.keep_settings_for == self.project.model:   # a duplicated run keeps its own settings
             self.project.keep_settings_for = None
             self.preset_label.setText(f"<span style='color:{theme.hex_of(theme.muted_text())}'>Settings copied "
@@ -224,12 +290,22 @@ class ModelPage(QWidget):
         limit = self.summary.config.get("max_position_embeddings")
         if limit:
             values["max_length"] = min(values["max_length"], int(limit))
+        self.preset = (self.summary.family_name, values)
         self.basic.set_values(values)
-        name = self.summary.family_name
-        self.preset_label.setText(
-            f"<span style='color:{theme.hex_of(theme.muted_text())}'>{name} preset applied: batch size "
-            f"{values['batch_size']}, learning rate {values['learning_rate']:.0e}, max length {values['max_length']}."
-            "</span>")
+        self.update_preset_line()
+
+    def update_preset_line(self) -> None:
+        """The preset applied, and the settings changed since: the line never claims a value the
+        fields no longer hold."""
+        if self.preset is None:
+            return
+        name, values = self.preset
+        words = {"batch_size": "batch size {}", "learning_rate": "learning rate {:.0e}", "max_length": "max length {}"}
+        now = self.project.training_values()
+        changed = [words[k].format(now[k]) for k in words if now.get(k) != values[k]]
+        preset = ", ".join(words[k].format(values[k]) for k in words)
+        self.preset_label.setText(f"<span style='color:{theme.hex_of(theme.muted_text())}'>{name} preset: {preset}"
+                                  + (f" (changed: {', '.join(changed)})." if changed else " applied.") + "</span>")
 
     # -- settings & memory ----------------------------------------------------------------------------
     def on_advanced_toggled(self, on: bool) -> None:
@@ -239,6 +315,7 @@ class ModelPage(QWidget):
 
     def on_form_changed(self, _values=None) -> None:
         self.project.set_training({**self.basic.values(), **self.advanced.values()})
+        self.update_preset_line()
         self.update_memory()
 
     def _estimate_kwargs(self) -> dict:
@@ -262,7 +339,7 @@ class ModelPage(QWidget):
         values = self.project.training_values()
         kw = self._estimate_kwargs()
         est = memory.estimate(s.config, s.parameters, values["batch_size"], values["max_length"], **kw)
-        level = memory.verdict(est.total, self.available)
+        level = verdict(est.total, self.available)
         fitting = memory.largest_batch(s.config, s.parameters, values["max_length"], self.available or 0, **kw)
         color = theme.hex_of(theme.status_color(level))
         words = {"ok": "fits", "tight": "tight", "over": "does not fit", "unknown": "machine memory unknown"}[level]
@@ -276,7 +353,7 @@ class ModelPage(QWidget):
             f"{kw['texts_per_example']} text(s) × {values['max_length']} tokens (worst case: every text at the max "
             f"length; shorter texts use less). Machine: {self.available_source}."
             "</span>")
-        self.memory_hint.setText(memory.suggestion(level, grad_checkpoint=kw["grad_checkpoint"],
+        self.memory_hint.setText(suggestion(level, grad_checkpoint=kw["grad_checkpoint"],
                                                    batch_size=values["batch_size"], fitting_batch=fitting))
         self.memory_hint.setVisible(bool(self.memory_hint.text()))
         self.fit_button.setEnabled(fitting > 0)
@@ -288,7 +365,7 @@ class ModelPage(QWidget):
             self.basic.set_values({"batch_size": self._fitting})
 
     def _update_blocking(self) -> None:
-        problem = self.project.blocking_problem()
+        problem = self.refusal or self.project.blocking_problem()
         level = self.project.blocking_level(problem)
         color = theme.muted_text() if level == "unknown" else theme.status_color(level)
         self.blocking.setText(f"<span style='color:{theme.hex_of(color)}'>{problem or '✓ Ready to train.'}</span>")

@@ -1,18 +1,21 @@
-"""Playground: try a model on your own text. Classify (class probabilities as bars), search a small
-corpus (ranked results; for late-interaction models the query × document MaxSim map of a result),
+"""Playground: try a model on your own text. Classify (class probabilities as bars), search a corpus
+of up to 100,000 documents (encoded once, with progress, then searched by blocked matrix products;
+ranked results; for late-interaction models the query × document MaxSim map of a result),
 fill masks (top tokens) and tag entities (coloured inline). The model loads and runs on the page's
 own thread; the GUI thread only shows results."""
 from __future__ import annotations
 
 import sys
 from html import escape
+from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
                                QProgressBar, QPushButton, QScrollArea, QSplitter, QStackedWidget, QTableWidget,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
+from engine.run_record import read_run_record
 from raclate_app import playground, theme
 from raclate_app.evaluation import load_choice
 from raclate_app.runs import run_roots, scan_runs
@@ -25,6 +28,12 @@ from raclate_app.workers import Cancelled, Progress, Worker, model_thread_pool
 PANELS = {"classification": 0, "regression": 0, "sentence-similarity": 1, "late-interaction": 1, "masked-lm": 2,
           "token-classification": 3}
 ENTITY_HUES = (212, 140, 35, 270, 355, 180, 90, 320)
+
+
+def load_with_pair_input(choice):
+    """(the loaded model, whether it reads a second text) — on the model thread: both read files."""
+    record = choice.record or read_run_record(Path(choice.path))   # an export carries its run's record too
+    return load_choice(choice), playground.pair_input(record)
 
 
 def _column(*widgets, stretch_last: bool = True) -> QWidget:
@@ -56,9 +65,11 @@ class PlaygroundPage(QWidget):
         self.loaded_choice = None
         self.last: dict | None = None
         self.picker = ModelPicker("Model")
+        self.followed: str | None = None   # a new run's model, selected when the list of runs next arrives
         self.state = QLabel(wordWrap=True)
         self.busy = QProgressBar(minimum=0, maximum=0, textVisible=False)
-        self.busy.setMaximumWidth(180)
+        self.busy.setFixedWidth(300)   # room for "Encoding documents: 12,345 of 100,000"
+        self.index = None   # the corpus as the last search encoded it (engine.inference.CorpusIndex)
         self.cancel_button = QPushButton("Cancel")
         self.relay: Progress | None = None
         self.stack = QStackedWidget()
@@ -116,6 +127,7 @@ class PlaygroundPage(QWidget):
                                                       "from the model's training data.")
         self.corpus_button = QPushButton("Take documents from the run's data")
         self.corpus_count = QLabel()
+        self.count_timer = QTimer(self, singleShot=True, interval=300)   # counting 100k lines per keystroke lags
         self.hits = QTableWidget(0, 3)
         self.hits.setHorizontalHeaderLabels(["#", "Score", "Document"])
         self.hits.verticalHeader().hide()
@@ -150,7 +162,8 @@ class PlaygroundPage(QWidget):
         self.search_button.clicked.connect(self.search)
         self.query.returnPressed.connect(self.search)
         self.corpus_button.clicked.connect(self.take_corpus)
-        self.corpus.textChanged.connect(self._count_corpus)
+        self.corpus.textChanged.connect(self.count_timer.start)
+        self.count_timer.timeout.connect(self._count_corpus)
         self.hits.currentCellChanged.connect(lambda row, *_: self.show_maxsim(row))
         self.stack.addWidget(panel)
 
@@ -189,7 +202,18 @@ class PlaygroundPage(QWidget):
     # -- model ---------------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
         self.project.worker.submit("playground-runs", scan_runs, run_roots(self.project.settings),
-                                   on_done=self.picker.set_runs, on_error=lambda exc: self.set_state(str(exc), "over"))
+                                   on_done=self.on_runs_scanned, on_error=lambda exc: self.set_state(str(exc), "over"))
+
+    def follow_run(self, path: str) -> None:
+        """Select the model of a run that just ended, once the fresh list of runs holds it."""
+        self.followed = path
+        self.refresh_runs()
+
+    def on_runs_scanned(self, runs) -> None:
+        self.picker.set_runs(runs)
+        if self.followed:
+            self.picker.select_path(self.followed)
+            self.followed = None
 
     def select_model(self, path: str) -> None:
         self.picker.select_path(path)
@@ -200,7 +224,7 @@ class PlaygroundPage(QWidget):
             self.on_picker_choice_changed(self.picker.choice())   # loaded when first shown, not at start-up
 
     def on_picker_choice_changed(self, choice) -> None:
-        self.loaded, self.loaded_choice = None, None
+        self.loaded, self.loaded_choice, self.index = None, None, None
         if choice is not None and not self.isVisible():
             return   # no model in memory for a page nobody looks at; showEvent loads it
         if choice is None:
@@ -208,11 +232,13 @@ class PlaygroundPage(QWidget):
             self.set_state("")
             return
         self.set_state(f"Loading {escape(choice.describe())} …")
-        self.worker.submit("load", load_choice, choice, on_done=lambda loaded: self.on_loaded(choice, loaded),
+        self.worker.submit("load", load_with_pair_input, choice,
+                           on_done=lambda result: self.on_loaded(choice, *result),
                            on_error=lambda exc: self.set_state(f"<b>Could not load the model:</b> {escape(str(exc))}",
                                                                "over"))
 
-    def on_loaded(self, choice, loaded) -> None:
+    def on_loaded(self, choice, loaded, pair: bool | None = None) -> None:
+        """``pair``: whether the model was trained on text pairs (None: unknown, the box stays)."""
         self.loaded, self.loaded_choice = loaded, choice
         task = get_task(loaded.task_key)
         self.stack.setCurrentIndex(PANELS.get(loaded.task_key, 1))
@@ -225,6 +251,9 @@ class PlaygroundPage(QWidget):
         self.set_state(f"<b>{escape(choice.describe())}</b> · {task.title}.{note}", "tight" if note else "ok")
         if loaded.task_key == "regression":
             self.cls_text.setPlaceholderText("Type a text: the model predicts a number.")
+        self.cls_pair.setVisible(pair is not False)   # a single-text classifier has no second text
+        if pair is False:
+            self.cls_pair.clear()   # a hidden pair text must not ride along with the next question
 
     def set_state(self, html: str, level: str = "unknown") -> None:
         color = theme.muted_text() if level == "unknown" else theme.status_color(level)
@@ -236,8 +265,7 @@ class PlaygroundPage(QWidget):
             return False
         self.set_state("Working …")
         relay = self.relay = Progress(self)
-        relay.progressed.connect(lambda done, total, _text: (self.busy.setRange(0, max(total, 0)),
-                                                             self.busy.setValue(done)))
+        relay.progressed.connect(self.on_progress)
         if fn is playground.search:   # the one question that can take a while: a large corpus
             kw["progress"] = relay
         self._set_busy(True)
@@ -246,6 +274,12 @@ class PlaygroundPage(QWidget):
                            on_done=lambda result: (self._set_busy(False), done(result)),
                            on_error=self.on_failed)
         return True
+
+    def on_progress(self, done: int, total: int, text: str) -> None:
+        self.busy.setRange(0, max(total, 0))
+        self.busy.setValue(done)
+        self.busy.setTextVisible(total > 0)
+        self.busy.setFormat(f"{text}: {done:,} of {total:,}" if total > 0 else text)
 
     def on_failed(self, exc: Exception) -> None:
         self._set_busy(False)
@@ -258,6 +292,7 @@ class PlaygroundPage(QWidget):
 
     def _set_busy(self, on: bool) -> None:
         self.busy.setRange(0, 0)
+        self.busy.setTextVisible(False)
         self.busy.setVisible(on)
         self.cancel_button.setVisible(on)
         if not on:
@@ -329,7 +364,8 @@ class PlaygroundPage(QWidget):
 
     def _count_corpus(self) -> None:
         n = len(self.documents())
-        self.corpus_count.setText(f"{n:,} document{'s' if n != 1 else ''}")
+        over = f" — the first {playground.MAX_CORPUS:,} are searched" if n > playground.MAX_CORPUS else ""
+        self.corpus_count.setText(f"{n:,} document{'s' if n != 1 else ''}{over}")
 
     def take_corpus(self) -> None:
         choice = self.loaded_choice
@@ -341,10 +377,14 @@ class PlaygroundPage(QWidget):
                                    on_error=lambda exc: self.corpus_count.setText(escape(str(exc))))
 
     def search(self) -> None:
-        self.ask(playground.search, self.query.text(), self.documents(), on_done=self.on_search)
+        """Encode the corpus the first time (progress, Cancel), then search the kept index."""
+        self.ask(playground.search, self.query.text(), self.documents(), index=self.index, on_done=self.on_search)
 
     def on_search(self, result: dict) -> None:
+        self.index = result["index"]
         self.on_answer(result)
+        self.set_state(f"<b>{escape(self.loaded_choice.describe())}</b> · searched {result['corpus']:,} documents "
+                       "(encoded once: the next queries reuse them).", "ok")
         self.hits.setRowCount(len(result["results"]))
         for row, hit in enumerate(result["results"]):
             for col, value in enumerate((str(hit["rank"]), f"{hit['score']:.4f}", hit["text"])):

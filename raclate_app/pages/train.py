@@ -1,5 +1,6 @@
 """Train page: start a run in a child process (TrainingSupervisor), watch its phases, progress,
-speed and live plots, stop it (checkpoint first), and open the finished model's folder."""
+speed and live plots, stop it (checkpoint first), and go on from the saved model: evaluate it, try
+it in the Playground, export it, or open its folder."""
 from __future__ import annotations
 
 import collections
@@ -16,9 +17,9 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
+from engine.models.memory import human_bytes
 from raclate_app import theme
 from raclate_app.forms import gui_words
-from raclate_app.memory import human_bytes
 from raclate_app.plots import LivePlots
 from raclate_app.supervisor import TrainingSupervisor
 from raclate_app.widgets.distributed import use_launcher
@@ -36,10 +37,30 @@ def format_duration(seconds) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def step_stats(e: dict, eta: bool) -> str:
+    """The line under the progress bar for a step event; ``eta`` while the run goes on."""
+    parts = [f"epoch {e.get('epoch', 0):.2f}"]
+    if e.get("loss") is not None:
+        parts.append(f"loss {e['loss']:.4f}")
+    if e.get("examples_per_s"):
+        parts.append(f"{e['examples_per_s']:.1f} examples/s")
+    if e.get("tokens_per_s"):
+        parts.append(f"{e['tokens_per_s']:,.0f} tokens/s")
+    if eta:
+        parts.append(f"ETA {format_duration(e.get('eta_s'))}")
+    if e.get("peak_memory_bytes"):
+        parts.append(f"peak memory {human_bytes(e['peak_memory_bytes'])}")
+    return " · ".join(parts)
+
+
 class TrainPage(QWidget):
     title = "Train"
     next_requested = Signal()
     running_changed = Signal(bool)
+    model_saved = Signal(str)          # a run ended with a model in this folder
+    evaluate_requested = Signal(str)   # the result banner's buttons, with the model folder
+    try_requested = Signal(str)
+    export_requested = Signal(str)
 
     def __init__(self, project, parent=None):
         super().__init__(parent)
@@ -47,10 +68,12 @@ class TrainPage(QWidget):
         self.supervisor: TrainingSupervisor | None = None
         self.last_config: dict | None = None
         self.config_path: Path | None = None
+        self.config_dir: tempfile.TemporaryDirectory | None = None   # holds run.json while its run lasts
         self.output_dir: Path | None = None
         self.events: collections.deque = collections.deque(maxlen=200)
         self.result: dict | None = None
         self.total_steps = 0
+        self.last_step: dict | None = None
         self.resumed: str | None = None   # the summary of a run resumed from the Runs page
         self.summary = QLabel(wordWrap=True)
         self.output_edit = QLineEdit()
@@ -71,8 +94,17 @@ class TrainPage(QWidget):
         self.plots = LivePlots()
         self.result_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextBrowserInteraction)
         self.result_label.setOpenExternalLinks(False)
-        self.open_button = QPushButton("Open output folder")
-        self.open_button.hide()
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setToolTip("Metrics of the new model on its validation data, before and after.")
+        self.try_button = QPushButton("Try it")
+        self.try_button.setToolTip("Type your own text in the Playground and see what the new model makes of it.")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Write the model for sentence-transformers, PyLate or transformers; push it "
+                                      "to the Hub.")
+        self.open_button = QPushButton("Open folder")
+        self.result_buttons = (self.evaluate_button, self.try_button, self.export_button, self.open_button)
+        for button in self.result_buttons:
+            button.hide()
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setMaximumBlockCount(3000)
         self.log.setPlaceholderText("Messages from the training process appear here.")
@@ -81,6 +113,9 @@ class TrainPage(QWidget):
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.open_button.clicked.connect(self.open_output)
+        self.evaluate_button.clicked.connect(lambda: self.evaluate_requested.emit(self.saved_model()))
+        self.try_button.clicked.connect(lambda: self.try_requested.emit(self.saved_model()))
+        self.export_button.clicked.connect(lambda: self.export_requested.emit(self.saved_model()))
         self.result_label.linkActivated.connect(lambda _link: self.open_output())
         for sig in (project.report_changed, project.validation_started, project.mapping_changed,
                     project.source_changed, project.task_changed, project.model_changed, project.training_changed):
@@ -116,7 +151,8 @@ class TrainPage(QWidget):
         self.result_frame.setFrameShape(QFrame.Shape.StyledPanel)
         r_layout = QHBoxLayout(self.result_frame)
         r_layout.addWidget(self.result_label, 1)
-        r_layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignTop)
+        for button in self.result_buttons:
+            r_layout.addWidget(button, 0, Qt.AlignmentFlag.AlignTop)
         # Always there, with a fixed height: a banner that appeared or grew at the end of a run would
         # re-lay out and repaint every plot in one frame.
         self.result_frame.setFixedHeight(self.result_frame.fontMetrics().lineSpacing() * 3 + 22)
@@ -212,7 +248,8 @@ class TrainPage(QWidget):
                             f"{escape(Path(t['resume_from_checkpoint']).name)} · its own settings: "
                             f"batch {t.get('batch_size')}, learning rate {t.get('learning_rate', 0):.0e}, "
                             f"max length {t.get('max_length')}")
-        self.config_path = Path(tempfile.mkdtemp(prefix="raclate-run-")) / "run.json"
+        self.config_dir = tempfile.TemporaryDirectory(prefix="raclate-run-")
+        self.config_path = Path(self.config_dir.name) / "run.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.last_config, self.result, self.total_steps = config, None, 0
         self.events.clear()
@@ -220,10 +257,12 @@ class TrainPage(QWidget):
         self.log.clear()
         self.result_label.setText(self._muted("Training … the result and a link to the model appear here when "
                                               "the run ends."))
-        self.open_button.hide()
+        for button in self.result_buttons:
+            button.hide()
         self.progress.setRange(0, 0)   # busy until run_started says how many steps
         self.progress.setFormat("Starting …")
         self.stats.clear()
+        self.last_step = None
         self.append_log((note + "\n" if note else "") + f"Config: {self.config_path}\nOutput: {self.output_dir}")
         settings = self.project.settings
         sup = TrainingSupervisor(self.config_path, stop_timeout_s=settings.stop_timeout_s(), nice=settings.child_nice(),
@@ -268,6 +307,11 @@ class TrainPage(QWidget):
         if target:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(target)))
 
+    def saved_model(self) -> str:
+        """The folder of the last run's model ("" when it saved none)."""
+        out = (self.result or {}).get("output_dir") or self.output_dir
+        return str(out) if out and (Path(out) / "config.json").exists() else ""
+
     # -- supervisor slots ----------------------------------------------------------------------------
     def on_supervisor_run_started(self, e: dict) -> None:
         self.total_steps = int(e.get("total_steps") or 0)
@@ -283,17 +327,8 @@ class TrainPage(QWidget):
     def on_supervisor_step_logged(self, e: dict) -> None:
         step = int(e.get("step") or 0)
         self.progress.setValue(min(step, self.progress.maximum()))
-        parts = [f"epoch {e.get('epoch', 0):.2f}"]
-        if e.get("loss") is not None:
-            parts.append(f"loss {e['loss']:.4f}")
-        if e.get("examples_per_s"):
-            parts.append(f"{e['examples_per_s']:.1f} examples/s")
-        if e.get("tokens_per_s"):
-            parts.append(f"{e['tokens_per_s']:,.0f} tokens/s")
-        parts.append(f"ETA {format_duration(e.get('eta_s'))}")
-        if e.get("peak_memory_bytes"):
-            parts.append(f"peak memory {human_bytes(e['peak_memory_bytes'])}")
-        self.stats.setText(" · ".join(parts))
+        self.last_step = e
+        self.stats.setText(step_stats(e, eta=True))
         self.plots.add_step(e)
 
     def on_supervisor_eval_logged(self, e: dict) -> None:
@@ -319,6 +354,11 @@ class TrainPage(QWidget):
         self.result_label.setText(f"{head} Saved in <a href='open'>{link}</a>"
                                   + (f"<br>Final evaluation: {metrics}" if metrics else ""))
         self.open_button.setVisible(Path(out).exists())
+        model = self.saved_model()
+        for button in (self.evaluate_button, self.try_button, self.export_button):
+            button.setVisible(bool(model))
+        if model:
+            self.model_saved.emit(model)
         self.progress.setFormat("Done — step %v of %m" if not e.get("stopped_early") else "Stopped at step %v of %m")
         self.project.notice.emit(f"Training finished: {out}")
 
@@ -337,9 +377,14 @@ class TrainPage(QWidget):
 
     def on_supervisor_finished(self) -> None:
         sup, self.supervisor = self.supervisor, None
+        if self.config_dir is not None:   # the child has read run.json; last_config keeps it for diagnostics
+            self.config_dir.cleanup()
+            self.config_dir = None
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
         self.set_phase(None)
+        if self.last_step is not None:   # the run is over: no time left to estimate
+            self.stats.setText(step_stats(self.last_step, eta=False))
         self.stop_button.setEnabled(False)
         self.stop_button.setText("■  Stop")
         self.refresh()   # the plot timer draws the last points (a flush here would redraw all plots at once)

@@ -1,6 +1,6 @@
 """EvalResults: what the Evaluate page shows after a run — the metrics (this model, the base model and
-the change), then per task: per-class scores and the confusion matrix, the worst queries with what
-was retrieved instead, or per-entity-type scores."""
+the change), then per task: per-class scores, the confusion matrix and the misclassified examples
+(worst first), the worst queries with what was retrieved instead, or per-entity-type scores."""
 from __future__ import annotations
 
 import math
@@ -70,6 +70,14 @@ class EvalResults(QWidget):
         self.worst.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.worst.header().setStretchLastSection(False)
         self.per_type = _table(["Entity type", "Precision", "Recall", "F1", "Support"])
+        self.wrong = _table(["Text", "True label", "Predicted", "Confidence"])
+        self.wrong.setWordWrap(False)
+        self.wrong_note = QLabel(wordWrap=True)
+        self.wrong_box = QWidget()
+        wrong_layout = QVBoxLayout(self.wrong_box)
+        wrong_layout.setContentsMargins(0, 4, 0, 0)
+        wrong_layout.addWidget(self.wrong_note)
+        wrong_layout.addWidget(self.wrong, 1)
         self.tabs = QTabWidget()
         split = QSplitter(Qt.Orientation.Horizontal)
         left = QWidget()
@@ -127,6 +135,9 @@ class EvalResults(QWidget):
             names = list(metrics["per_class"])
             self.confusion.set_matrix(metrics["confusion_matrix"], names)
             self.tabs.addTab(self.confusion, "Confusion matrix")
+        if "misclassified" in metrics:
+            self._fill_wrong(metrics["misclassified"], ours["rows"])
+            self.tabs.addTab(self.wrong_box, f"Misclassified ({len(metrics['misclassified'])})")
         if "per_type" in metrics:
             self._fill_scores(self.per_type, metrics["per_type"])
             self.tabs.addTab(self.per_type, "Per entity type")
@@ -180,6 +191,26 @@ class EvalResults(QWidget):
             for col, key in enumerate(("precision", "recall", "f1"), 1):
                 table.setItem(row, col, _item(f"{s.get(key, 0):.3f}"))
             table.setItem(row, 4, _item(f"{s.get('support', 0):,}"))
+
+    def _fill_wrong(self, rows: list[dict], total: int) -> None:
+        """The wrong predictions, worst first (least probability on the right label)."""
+        muted = theme.hex_of(theme.muted_text())
+        self.wrong_note.setText(f"<span style='color:{muted}'>" + (
+            f"The {len(rows)} examples the model got most wrong, worst first: the least probability on the right "
+            "label. Confidence is the probability of the predicted label." if rows else
+            f"Every one of the {total:,} examples was classified right.") + "</span>")
+        over = QColor(theme.status_color("over"))
+        self.wrong.setRowCount(len(rows))
+        for row, item in enumerate(rows):
+            text = item["text"] + (f"  ‖  {item['text_pair']}" if item.get("text_pair") else "")
+            tip = (f"{text}\n\nRow {item['row'] + 1}: {item['label']} (probability {item['label_score']:.3f}), "
+                   f"predicted {item['predicted']} ({item['confidence']:.3f})")
+            self.wrong.setItem(row, 0, _item(text, False, tip))
+            self.wrong.setItem(row, 1, _item(item["label"], False))
+            predicted = _item(item["predicted"], False)
+            predicted.setForeground(over)
+            self.wrong.setItem(row, 2, predicted)
+            self.wrong.setItem(row, 3, _item(f"{item['confidence'] * 100:.1f}%"))
 
     def _fill_worst(self, worst: list[dict]) -> None:
         self.worst.clear()

@@ -1,15 +1,18 @@
-"""ExportDialog: write a model folder for sentence-transformers, PyLate or transformers (with the
-engine's reload self-check and model card) and optionally push it to the Hugging Face Hub. Runs off
-the GUI thread with progress; Cancel stops before the next step (a step already running finishes)."""
+"""ExportDialog: write a model folder (a run's final model or one of its checkpoints) for
+sentence-transformers, PyLate or transformers (with the engine's reload self-check and model card) and optionally push it to the Hugging Face Hub. Runs off
+the GUI thread with progress; Cancel stops before the next step (a step already running finishes).
+Exports go outside the runs folder by default (so they do not show up as runs), and a folder that
+exists is replaced only after asking."""
 from __future__ import annotations
 
+import re
 from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+                               QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from raclate_app import hub_token, theme
 from raclate_app.workers import Cancelled, Progress, Worker
@@ -17,6 +20,11 @@ from raclate_app.workers import Cancelled, Progress, Worker
 FORMATS = (("sentence-transformers", "sentence-transformers (SentenceTransformer)"),
            ("pylate", "PyLate (models.ColBERT)"), ("transformers", "transformers (AutoModel…)"))
 NATURAL = {"sentence-similarity": "sentence-transformers", "late-interaction": "pylate"}
+EXPORTS_ROOT = Path.home() / "RACLATE exports"
+# the engine's export refusals name `raclate export` flags; the dialog's own words instead
+CLI_WORDS = ((r"pass --overwrite to replace", "answer Yes to “Replace the existing folder?” to replace"),
+             (r"--overwrite only replaces", "Only a folder this app wrote can be replaced:"),
+             (r" for --to\b", ""), (r"--to folder", "folder"))
 OFFLINE_WORDS = ("ConnectionError", "ConnectError", "Timeout", "OfflineModeIsEnabled", "NameResolution",
                  "Max retries", "Temporary failure in name resolution", "Network is unreachable")
 
@@ -38,6 +46,19 @@ def export_and_push(source: str, out: str, fmt: str, overwrite: bool, repo_id: s
     return result
 
 
+def default_folder(model_path: str, fmt: str) -> Path:
+    """<exports root>/<run name>-<format>; a checkpoint is named after its run and step."""
+    src = Path(model_path)
+    name = f"{src.parent.parent.name}-{src.name}" if src.parent.name == "checkpoints" else src.name
+    return EXPORTS_ROOT / f"{name}-{fmt}"
+
+
+def gui_words(text: str) -> str:
+    for pattern, words in CLI_WORDS:
+        text = re.sub(pattern, words, text)
+    return text
+
+
 def plain_error(exc: Exception, out: str) -> str:
     """One paragraph for people; a network failure says "offline" and that the folder is safe."""
     text = str(exc)
@@ -48,7 +69,7 @@ def plain_error(exc: Exception, out: str) -> str:
         return ("Could not reach the Hugging Face Hub: this computer seems to be offline." + saved
                 + " Push again when the network is back.")
     hint = getattr(exc, "hint", "")
-    return text + (f" {hint}" if hint and hint not in text else "")
+    return gui_words(text + (f" {hint}" if hint and hint not in text else ""))
 
 
 class ExportDialog(QDialog):
@@ -68,7 +89,6 @@ class ExportDialog(QDialog):
             self.format.addItem(title, key)
         self.folder = QLineEdit()
         self.folder_button = QPushButton("Choose…")
-        self.overwrite = QCheckBox("Replace the folder if it exists")
         self.push = QCheckBox("Also push to the Hugging Face Hub")
         self.push_box = QGroupBox()
         self.repo = QLineEdit(placeholderText="USER/NAME, e.g. alice/minilm-faq")
@@ -111,7 +131,10 @@ class ExportDialog(QDialog):
 
     def _build(self) -> None:
         form = QFormLayout()
-        form.addRow("Model", QLabel(f"<b>{escape(Path(self.model_path).name)}</b> "
+        src = Path(self.model_path)   # a checkpoint (RUN/checkpoints/step-N) is named by its run and step
+        step = re.fullmatch(r"step-0*(\d+)", src.name) if src.parent.name == "checkpoints" else None
+        name = f"{src.parent.parent.name}, checkpoint at step {step[1]}" if step else src.name
+        form.addRow("Model", QLabel(f"<b>{escape(name)}</b> "
                                     f"<span style='color:{theme.hex_of(theme.muted_text())}'>"
                                     f"{escape(self.model_path)}</span>", wordWrap=True))
         form.addRow("Format", self.format)
@@ -119,7 +142,6 @@ class ExportDialog(QDialog):
         row.addWidget(self.folder, 1)
         row.addWidget(self.folder_button)
         form.addRow("Folder", row)
-        form.addRow("", self.overwrite)
         self.push_body = QWidget()
         QVBoxLayout(self.push_box).addWidget(self.push_body)
         push = QFormLayout(self.push_body)
@@ -166,8 +188,7 @@ class ExportDialog(QDialog):
 
     def _suggest_folder(self) -> None:
         if not self._folder_edited:
-            src = Path(self.model_path)
-            self.folder.setText(str(src.parent / f"{src.name}-{self.format.currentData()}"))
+            self.folder.setText(str(default_folder(self.model_path, self.format.currentData())))
         self.update_state()
 
     def choose_folder(self) -> None:
@@ -219,7 +240,7 @@ class ExportDialog(QDialog):
         problem = self.problem()
         self.export_button.setEnabled(not busy and problem is None)
         self.cancel_button.setEnabled(busy)
-        for w in (self.format, self.folder, self.folder_button, self.overwrite, self.push, self.push_box):
+        for w in (self.format, self.folder, self.folder_button, self.push, self.push_box):
             w.setEnabled(not busy)
         if not busy and self.result is None and self.error is None:
             self.set_status(problem or "", "unknown")
@@ -229,8 +250,31 @@ class ExportDialog(QDialog):
         self.status.setText(f"<span style='color:{theme.hex_of(color)}'>{html}</span>")
 
     # -- running -------------------------------------------------------------------------------------
+    def replace_question(self, out: str) -> QMessageBox:
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+        box = QMessageBox(QMessageBox.Icon.Question, "Replace the existing folder?",
+                          "<b>Replace the existing folder?</b>", buttons, self)
+        box.setInformativeText(f"{out} already exists. Only a folder this app wrote (an earlier export or run) "
+                               "is replaced; anything else is left alone.")
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        return box
+
+    def ask_replace(self, out: str) -> bool:
+        """Whether to replace the folder ``out`` that exists; a method so tests can answer it."""
+        box = self.replace_question(out)
+        box.exec()
+        box.deleteLater()
+        return box.clickedButton() is box.button(QMessageBox.StandardButton.Yes)
+
     def start(self) -> bool:
         if self.relay is not None or self.problem():
+            return False
+        out = self.folder.text().strip()
+        target = Path(out).expanduser()
+        replace = target.is_dir() and any(target.iterdir())
+        if replace and not self.ask_replace(out):
+            self.result, self.error = None, None
+            self.set_status("Nothing was written: choose another folder, or export again and replace it.", "tight")
             return False
         repo = self.repo.text().strip() if self.push.isChecked() else None
         token = None
@@ -244,9 +288,8 @@ class ExportDialog(QDialog):
         self.result, self.error = None, None
         self.relay = Progress(self)
         self.relay.progressed.connect(self.on_progress)
-        out = self.folder.text().strip()
-        self.worker.submit("export", export_and_push, self.model_path, out, self.format.currentData(),
-                           self.overwrite.isChecked(), repo, self.private.isChecked(), token, self.relay,
+        self.worker.submit("export", export_and_push, self.model_path, out, self.format.currentData(), replace, repo,
+                           self.private.isChecked(), token, self.relay,
                            on_done=self.on_done, on_error=lambda exc: self.on_failed(exc, out))
         self.progress.show()
         self.progress.setRange(0, 0)

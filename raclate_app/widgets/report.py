@@ -26,13 +26,15 @@ class ReportView(QTextBrowser):
         self.findings = []
         self.setHtml(f"<p style='color:{theme.hex_of(theme.muted_text())}'>{escape(text)}</p>")
 
-    def show_report(self, report, *, checking: bool = False, notes: list[str] = ()) -> None:
+    def show_report(self, report, *, checking: bool | str = False, notes: list[str] = ()) -> None:
+        """``checking``: a check is under way (a text: what it checks)."""
         ok, tight, over, muted, info = (theme.hex_of(theme.status_color(k)) for k in ("ok", "tight", "over", "unknown",
                                                                                       "info"))
         self.findings = list(report.findings)[:MAX_FINDINGS]
         parts = []
         if checking:
-            parts.append(f"<p style='color:{muted}'>Checking the data again …</p>")
+            text = checking if isinstance(checking, str) else "Checking the data again …"
+            parts.append(f"<p style='color:{muted}'>{escape(text)}</p>")
         counts = " · ".join(f"{split} <b>{n:,}</b> rows" for split, n in report.num_rows.items())
         fatal, warnings = len(report.fatal), len(report.warnings)
         if not report.findings:

@@ -1,30 +1,48 @@
-"""The Data page's source widgets: the open/Hub bar, the empty state with the demo button, the
-validation-split box, and turning dropped URLs into paths."""
+"""The Data page's source widgets: the open/Hub bar with the text encoding, the empty state with the
+demo button, the validation-split box, and turning dropped URLs into paths."""
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+from PySide6.QtWidgets import (QComboBox, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QRadioButton, QSlider, QVBoxLayout, QWidget)
 
 from raclate_app import theme
 
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
 FILE_FILTER = "Data files (*.csv *.tsv *.jsonl *.ndjson *.json *.parquet);;All files (*)"
+READABLE = "RACLATE reads .csv, .tsv, .jsonl, .json and .parquet files, or a folder of them"
 VALIDATION_WORDS = ("validation", "valid", "val", "dev", "eval")
+# (what the combo shows, the Python codec); None reads UTF-8 and, when the file is not, the encoding
+# the engine recognises in it.
+ENCODINGS = (("Automatic (UTF-8)", None), ("UTF-8", "utf-8"), ("Latin-1 (ISO-8859-1)", "latin-1"),
+             ("Windows-1252 (Western Europe)", "cp1252"), ("UTF-16", "utf-16"), ("ISO-8859-15", "iso8859-15"),
+             ("Windows-1250 (Central Europe)", "cp1250"), ("Windows-1251 (Cyrillic)", "cp1251"),
+             ("Shift JIS (Japanese)", "shift_jis"), ("GB18030 (Chinese)", "gb18030"), ("Mac Roman", "mac-roman"))
+
+
+def dropped_paths(mime) -> list[Path]:
+    """Every local file and folder among dropped URLs."""
+    urls = mime.urls() if mime is not None and mime.hasUrls() else []
+    return [Path(url.toLocalFile()) for url in urls if url.isLocalFile()]
+
+
+def is_readable(path: Path) -> bool:
+    return path.is_dir() or path.suffix.lower() in DATA_SUFFIXES
 
 
 def paths_from_mime(mime) -> list[Path]:
     """Local data files and folders among dropped URLs (anything else is left out)."""
-    out = []
-    for url in mime.urls() if mime is not None and mime.hasUrls() else []:
-        if not url.isLocalFile():
-            continue
-        path = Path(url.toLocalFile())
-        if path.is_dir() or path.suffix.lower() in DATA_SUFFIXES:
-            out.append(path)
-    return out
+    return [p for p in dropped_paths(mime) if is_readable(p)]
+
+
+def refusal(paths: list[Path]) -> str:
+    """What to say when none of the dropped files can be read."""
+    names = ", ".join(p.name for p in paths[:3]) + (" …" if len(paths) > 3 else "")
+    return f"Cannot open {names}: {READABLE}. Save the data in one of these formats (a .txt with one text per " \
+           "line: as a .csv whose first line is a column name such as text)."
 
 
 def split_train_validation(paths: list[Path]) -> tuple[Path | None, Path | None]:
@@ -46,6 +64,7 @@ class SourceBar(QWidget):
     open_file_requested = Signal()
     open_folder_requested = Signal()
     hub_requested = Signal(str, str, str)   # id, subset, split
+    encoding_chosen = Signal(object)        # a codec name, or None for automatic
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -59,6 +78,13 @@ class SourceBar(QWidget):
         self.hub_subset.setMaximumWidth(120)
         self.hub_split.setMaximumWidth(110)
         self.hub_button = QPushButton("Load")
+        self.encoding = QComboBox()
+        self.encoding.setAccessibleName("Text encoding")
+        self.encoding.setToolTip("The text encoding of CSV, TSV and JSON files. Automatic reads UTF-8, and a file "
+                                 "that is not UTF-8 in the encoding it seems to be in.")
+        for title, codec in ENCODINGS:
+            self.encoding.addItem(title, codec)
+        self.encoding.setMinimumWidth(96)   # may shrink below its names: the window must still fit small screens
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.open_button)
@@ -69,15 +95,38 @@ class SourceBar(QWidget):
         layout.addWidget(self.hub_subset)
         layout.addWidget(self.hub_split)
         layout.addWidget(self.hub_button)
+        layout.addSpacing(8)
+        layout.addWidget(QLabel("Encoding"))
+        layout.addWidget(self.encoding)
         self.open_button.clicked.connect(self.open_file_requested)
         self.folder_button.clicked.connect(self.open_folder_requested)
         self.hub_button.clicked.connect(self._emit_hub)
         self.hub_id.returnPressed.connect(self._emit_hub)
+        self.encoding.activated.connect(lambda _i: self.encoding_chosen.emit(self.encoding.currentData()))
+
+    def set_encoding(self, codec: str | None) -> None:
+        """Show ``codec`` (an item is added for one the list does not have, e.g. a detected one)."""
+        index = next((i for i in range(self.encoding.count()) if _same_codec(self.encoding.itemData(i), codec)), -1)
+        if index < 0:
+            self.encoding.addItem(f"{codec} (detected)", codec)
+            index = self.encoding.count() - 1
+        self.encoding.setCurrentIndex(index)
 
     def _emit_hub(self) -> None:
         if self.hub_id.text().strip():
             self.hub_requested.emit(self.hub_id.text().strip(), self.hub_subset.text().strip(),
                                     self.hub_split.text().strip())
+
+
+def encoding_title(codec: str | None) -> str:
+    """What the Encoding box calls ``codec``."""
+    return next((title for title, c in ENCODINGS if c is not None and _same_codec(c, codec)), str(codec))
+
+
+def _same_codec(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return codecs.lookup(a).name == codecs.lookup(b).name
 
 
 class EmptyState(QFrame):
