@@ -1,4 +1,4 @@
-"""`raclate`: train | eval | predict | export | launch from the command line. Each subcommand is a
+"""`raclate`: train | eval | predict | export | launch | mine from the command line. Each subcommand is a
 module in engine/commands/ that adds its parser and runs; this module only builds the parser and
 dispatches (entry point ``engine.cli:main``, also ``python -m engine.cli``)."""
 from __future__ import annotations

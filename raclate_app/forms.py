@@ -23,23 +23,28 @@ LABELS = {
     "save_steps": "Checkpoint every (steps)", "seed": "Seed", "max_steps": "Max steps", "weight_decay": "Weight decay",
     "logging_steps": "Log every (steps)", "max_grad_norm": "Gradient clipping", "save_total_limit": "Checkpoints kept",
     "group_by_length": "Group batches by length", "dropout": "Dropout", "query_prompt": "Query prompt",
-    "document_prompt": "Document prompt",
+    "document_prompt": "Document prompt", "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout", "lora_targets": "LoRA targets", "dora": "DoRA",
+    "save_adapter": "Also save the adapter (PEFT)",
 }
 BASIC = ("num_train_epochs", "batch_size", "learning_rate", "max_length")
 ADVANCED = ("gradient_accumulation_steps", "grad_checkpoint", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
             "freeze_embeddings", "group_by_length", "eval_steps", "save_steps", "seed", "max_steps", "weight_decay",
-            "max_grad_norm", "logging_steps", "save_total_limit", "dropout", "query_prompt", "document_prompt")
+            "max_grad_norm", "logging_steps", "save_total_limit", "dropout", "query_prompt", "document_prompt",
+            "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "dora", "save_adapter")
 RANGES = {  # editor limits (not defaults): (minimum, maximum, step, decimals)
     "num_train_epochs": (0.1, 1000, 0.5, 2), "batch_size": (1, 4096, 1, 0), "max_length": (8, 32768, 32, 0),
     "gradient_accumulation_steps": (1, 1024, 1, 0), "warmup_ratio": (0.0, 0.99, 0.01, 2),
     "warmup_steps": (0, 1_000_000, 10, 0), "eval_steps": (0, 1_000_000, 50, 0), "save_steps": (0, 1_000_000, 50, 0),
     "seed": (0, 2 ** 31 - 1, 1, 0), "max_steps": (-1, 10_000_000, 10, 0), "weight_decay": (0.0, 1.0, 0.01, 3),
     "max_grad_norm": (0.0, 100.0, 0.1, 2), "logging_steps": (0, 100_000, 1, 0), "save_total_limit": (1, 100, 1, 0),
-    "dropout": (0.0, 0.95, 0.05, 2),
+    "dropout": (0.0, 0.95, 0.05, 2), "lora_rank": (0, 1024, 4, 0), "lora_alpha": (0.5, 4096, 4, 1),
+    "lora_dropout": (0.0, 0.9, 0.05, 2),
 }
 CHOICES = {"lr_scheduler_type": SCHEDULERS}
 SPECIAL = {"max_steps": "use epochs", "eval_steps": "start and end", "save_steps": "only at the end",
-           "warmup_steps": "use fraction", "max_grad_norm": "no clipping", "logging_steps": "auto"}
+           "warmup_steps": "use fraction", "max_grad_norm": "no clipping", "logging_steps": "auto",
+           "lora_rank": "off (every weight trains)"}
 
 
 def training_field(name: str) -> Field:

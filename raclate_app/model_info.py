@@ -7,11 +7,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import constants as hf_constants
-from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HFValidationError, RepositoryNotFoundError,
-                                    RevisionNotFoundError)
-from huggingface_hub.utils import validate_repo_id
-
 from engine.defaults import resolve_model_name
 from engine.models import family_specs, spec_for
 from engine.models.loading import find_config, local_model_dir, safetensors_parameters
@@ -72,6 +67,9 @@ def summarize(name: str) -> ModelSummary | None:
 
 
 HUB_TIMEOUT_S = 6   # one metadata request; offline it fails at once (no name resolution)
+# Any of these lets AutoTokenizer load a folder (fast tokenizer, its config, or a vocabulary file).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
 
 
 @dataclass
@@ -104,13 +102,16 @@ def check_model(name: str) -> ModelCheck:
             return ModelCheck(name, "", problem=f"There is no folder {name}. Choose the folder that holds "
                               "config.json, or type a Hub id such as BAAI/bge-small-en-v1.5.")
         return _local(name, "folder")
+    # huggingface_hub only for a Hub id: the app does not import it at start-up
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
     try:
         validate_repo_id(name)
     except HFValidationError:
         return ModelCheck(name, "", problem=f"“{name}” is neither a folder nor a Hub id (owner/name such as "
                           "BAAI/bge-small-en-v1.5).")
     summary = summarize(name)
-    if summary is not None and summary.config and _weights(summary):
+    if summary is not None and summary.config and _has(summary, "*.safetensors"):
         return _local(name, "cache", summary)
     return _from_hub(name)
 
@@ -122,9 +123,12 @@ def _local(name: str, where: str, summary: ModelSummary | None = None) -> ModelC
         return ModelCheck(name, where, summary, f"{folder} has no config.json: choose the folder that holds it.")
     if spec_for(summary.model_type) is None:
         return ModelCheck(name, where, summary, _unsupported(summary))
-    if not _weights(summary):
+    if not _has(summary, "*.safetensors"):
         return ModelCheck(name, where, summary, f"{summary.folder} has no .safetensors weights: choose a folder "
                           "with model.safetensors (pickled .bin weights are not loaded).")
+    if not any(_has(summary, f) for f in TOKENIZER_FILES):
+        return ModelCheck(name, where, summary, f"{summary.folder} has no tokenizer (tokenizer.json or "
+                          "tokenizer_config.json): choose the folder the model was saved to with its tokenizer.")
     return ModelCheck(name, where, summary)
 
 
@@ -133,20 +137,22 @@ def _unsupported(summary: ModelSummary) -> str:
     return f"{summary.family_name} models cannot be trained here; the families that can: {families}."
 
 
-def _weights(summary: ModelSummary) -> bool:
-    """safetensors next to config.json or at the top (a sentence-transformers folder)."""
+def _has(summary: ModelSummary, pattern: str) -> bool:
+    """A file matching ``pattern`` next to config.json or at the top (a sentence-transformers folder)."""
     config = find_config(summary.folder)
     folders = {summary.folder, config.parent if config else summary.folder}
-    return any(next(folder.glob("*.safetensors"), None) for folder in folders)
+    return any(next(folder.glob(pattern), None) for folder in folders)
 
 
 def _from_hub(name: str) -> ModelCheck:
     """A Hub id that is not (fully) in the cache: ask the Hub whether it exists, and read its config.json."""
     offline = (f"{name} is not on this machine and there is no internet to get it from the Hugging Face Hub: "
                "download it first, or choose a model folder.")
-    if hf_constants.HF_HUB_OFFLINE:
+    from huggingface_hub import constants, hf_hub_download, model_info
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+    if constants.HF_HUB_OFFLINE:
         return ModelCheck(name, "", problem=offline)
-    from huggingface_hub import hf_hub_download, model_info
     try:
         info = model_info(name, timeout=HUB_TIMEOUT_S)
         hf_hub_download(name, "config.json")   # a few KB, for the preset and the memory estimate

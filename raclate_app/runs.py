@@ -131,12 +131,11 @@ def deletable(run: RunInfo) -> str | None:
     return None
 
 
-def since(days: int | None, now: datetime | None = None) -> datetime | None:
+def since(days: int | None) -> datetime | None:
     """The start of a date filter: midnight ``days`` days back (0: today); None for any date."""
     if days is None:
         return None
-    now = now or datetime.now()
-    return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+    return datetime.now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
 
 
 def matches(run: RunInfo, text: str = "", task_key: str | None = None, after: datetime | None = None) -> bool:

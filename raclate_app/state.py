@@ -18,16 +18,19 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from engine.data import DataError, DatasetArgs, Finding, Report, preview
 from engine.data.args import base_role
 from engine.defaults import RESOURCES_DIR
+from engine.demo import JOBS as DEMO_JOBS
 from engine.training.args import TrainingArgs
 from engine.training.config import build_run_config
 from raclate_app.checks import (SAMPLE_ROWS, CheckResult, check_data, check_sample, detected_encoding,
                                 finding_from_error, load_tokenizer)
+from raclate_app.model_info import ModelCheck, check_model
 from raclate_app.settings import AppSettings
 from raclate_app.tasks import (DEFAULT_TASK, IGNORE, TaskChoice, engine_columns, get_task, guess_mapping,
                                missing_roles, role_title, task_choices)
-from raclate_app.workers import Progress, Worker
+from raclate_app.workers import Cancelled, Progress, Worker
 
-DEMO_FILE = RESOURCES_DIR / "demo" / "pairs.jsonl"
+DEMO = DEMO_JOBS["retrieval"]   # the headless demo's retrieval job: its data folder and training settings
+DEMO_FILE = RESOURCES_DIR / "demo" / DEMO.data
 PREVIEW_ROWS = 200
 VALIDATE_DELAY_MS = 250   # coalesce quick edits (a slider drag) into one validation
 MULTI_ROLES = ("negative", IGNORE)
@@ -55,6 +58,7 @@ class Project(QObject):
     check_progressed = Signal(int, int)  # the full check's rows measured so far, of all
     data_refused = Signal(str, object)  # a fatal problem the full check found after the sample passed; the data args
     tokenizer_changed = Signal()
+    model_checked = Signal()            # check_model answered about the model (model_check)
     notice = Signal(str)                # one-line status-bar messages
 
     def __init__(self, settings: AppSettings | None = None, parent=None):
@@ -88,7 +92,9 @@ class Project(QObject):
         self.tokenizer_error: Exception | None = None
         self._timer = QTimer(self, singleShot=True, interval=VALIDATE_DELAY_MS)
         self._timer.timeout.connect(self.validate_now)
+        self.model_check: ModelCheck | None = None   # what check_model found about the model; None: checking
         self.load_tokenizer()
+        self.verify_model()
 
     # -- what is chosen ----------------------------------------------------------------------------
     @property
@@ -147,9 +153,11 @@ class Project(QObject):
                            on_error=lambda exc: self._on_preview_failed(exc, source, subset, split, encoding))
 
     def load_demo(self) -> None:
-        """The bundled question/answer pairs with sentence similarity and the embedded model."""
-        self.set_task("sentence-similarity")
+        """The bundled retrieval demo (French questions → English command descriptions, its own held-out
+        questions) with sentence similarity and the embedded model."""
+        self.set_task(DEMO.task)
         self.set_model("default")
+        self.set_training(DEMO.training)   # as `make run` headless: the README's before/after numbers
         self.open_source(str(DEMO_FILE))
 
     def rows_at(self, offset: int, on_done) -> None:
@@ -249,12 +257,29 @@ class Project(QObject):
     def set_model(self, name: str) -> None:
         name = str(name).strip() or "default"
         if name == self.model and self.tokenizer_model == name:
+            if self.model_check is not None and self.model_check.problem:
+                self.verify_model()   # entered again: the folder or the network may have changed since
             return
         self.model = name
         self.settings.set("model/last", name)
-        self.settings.add_recent("models", name)
+        self.verify_model()
         self.model_changed.emit(name)
         self.load_tokenizer()
+
+    def verify_model(self) -> None:
+        """Check the model before anything says ready (a folder with config.json and weights, a Hub id
+        in the cache or on the Hub); model_checked when the answer is in."""
+        self.model_check, model = None, self.model
+        self.worker.submit("model_check", check_model, model, on_done=lambda c: self._on_model_checked(model, c),
+                           on_error=lambda exc: self._on_model_checked(model, ModelCheck(model, "", problem=str(exc))))
+
+    def _on_model_checked(self, model: str, check: ModelCheck) -> None:
+        if model != self.model:
+            return
+        self.model_check = check
+        if check.problem is None:   # only models training can start from are offered again
+            self.settings.add_recent("models", model)
+        self.model_checked.emit()
 
     def load_tokenizer(self) -> None:
         self.tokenizer, self.tokenizer_model, self.tokenizer_error = None, self.model, None
@@ -300,7 +325,7 @@ class Project(QObject):
         if self.preview is None or self.loading_source:
             return
         self._checks += 1
-        self._cancel_full_check()
+        self.cancel_full_check()
         number = self._checks
         missing = missing_roles(self.mapping, self.task)
         if missing:   # said here in the page's words (the engine's hint names its Python options)
@@ -340,10 +365,12 @@ class Project(QObject):
         progress = self._full_progress = Progress()
         progress.progressed.connect(self._on_full_progressed)
         checked = self.data_args()
-        self.worker.submit("validate_full", check_data, args, tokenizer, progress=progress,
-                           on_done=lambda full: self._on_full_checked(number, checked, full),
-                           on_error=lambda exc: self._on_full_checked(number, checked,
-                                                                      CheckResult(report=_report_of(exc))))
+
+        def failed(exc):
+            if not isinstance(exc, Cancelled):   # cancelled: given up for newer data, or the app quits
+                self._on_full_checked(number, checked, CheckResult(report=_report_of(exc)))
+        self.worker.submit("validate_full", check_data, args, tokenizer, progress=progress, on_error=failed,
+                           on_done=lambda full: self._on_full_checked(number, checked, full))
         self.report_changed.emit()
 
     def _on_full_progressed(self, done: int, total: int, _text: str) -> None:
@@ -354,7 +381,7 @@ class Project(QObject):
 
     def _on_full_checked(self, number: int, checked: dict, result: CheckResult) -> None:
         if number != self._checks:
-            return   # about data (or a mapping) that has changed since; a cancelled check ends here too
+            return   # about data (or a mapping) that has changed since
         sample_passed = self.check is not None and self.check.report.ok
         self.full_checking, self._full_progress, self.check = False, None, result
         pv = self.preview
@@ -362,9 +389,9 @@ class Project(QObject):
             pv.num_rows, pv.num_rows_is_estimate = result.rows, False   # the exact count replaces the estimate
         self.report_changed.emit()
         if sample_passed and not result.report.ok:
-            self.data_refused.emit(self.blocking_problem() or "", checked)
+            self.data_refused.emit(_fatal_problem(result.report), checked)
 
-    def _cancel_full_check(self) -> None:
+    def cancel_full_check(self) -> None:
         if self._full_progress is not None:
             self._full_progress.cancel()   # its next chunk raises Cancelled: the worker thread is free again
         self._full_progress, self.full_checking = None, False
@@ -380,7 +407,7 @@ class Project(QObject):
         """Drop the report now (a check still running is about the data before) and say so."""
         self._timer.stop()
         self._checks += 1
-        self._cancel_full_check()
+        self.cancel_full_check()
         self.check, self.validating = None, False
         self.report_changed.emit()
 
@@ -400,15 +427,13 @@ class Project(QObject):
         if missing:
             names = ", ".join(f"“{role_title(r, self.task)}”" for r in missing)
             return f"{self.task.title} needs a column for {names}: set it in the column roles on the Data page."
+        if self.model_check is None:
+            return "Checking the model …"
+        if self.model_check.problem:
+            return self.model_check.problem
         if self.validating or self._timer.isActive() or self.check is None:
             return "Checking the data …"
-        fatal = self.check.report.fatal
-        if fatal:
-            first = fatal[0]
-            more = f" (and {len(fatal) - 1} more problem{'s' if len(fatal) > 2 else ''})" if len(fatal) > 1 else ""
-            where = f"column “{first.column}”: " if first.column else ""
-            return f"Fix the data first — {where}{first.message} {first.fix}{more}".strip()
-        return None
+        return _fatal_problem(self.check.report)
 
     def blocking_level(self, problem: str | None = None) -> str:
         """How to colour a blocking message: "ok", "unknown" (nothing wrong yet: no data, checking) or "over"."""
@@ -423,6 +448,17 @@ class Project(QObject):
         settings = {"model": self.model, "task": self.task.engine_task, "data": self.data_args(),
                     "training": {**self.training, **self.task.training}}
         return build_run_config(settings, output_dir=str(output_dir)).to_dict()
+
+
+def _fatal_problem(report: Report) -> str | None:
+    """The first fatal finding of a report as what to fix, with how many more there are."""
+    fatal = report.fatal
+    if not fatal:
+        return None
+    first = fatal[0]
+    more = f" (and {len(fatal) - 1} more problem{'s' if len(fatal) > 2 else ''})" if len(fatal) > 1 else ""
+    where = f"column “{first.column}”: " if first.column else ""
+    return f"Fix the data first — {where}{first.message} {first.fix}{more}".strip()
 
 
 def _report_of(exc: Exception) -> Report:

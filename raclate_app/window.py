@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self.project.notice.connect(self.on_project_notice)
         for sig in (self.project.source_changed, self.project.task_changed, self.project.model_changed,
                     self.project.report_changed, self.project.mapping_changed, self.project.validation_started,
-                    self.project.source_opening):
+                    self.project.source_opening, self.project.model_checked):
             sig.connect(self.update_status)
         self.pages["model"].validity_changed.connect(self.update_status)   # a refusal found after the model loads
         train = self.pages.get("train")
@@ -243,7 +243,7 @@ class MainWindow(QMainWindow):
         if run is None or run.training_started or any(config.get(k) != v for k, v in data.items()):
             return
         train.append_log(f"The full data check found a problem, so the run stops before training: {problem}")
-        train.stop()
+        run.request_stop()   # nothing to checkpoint yet: the child just ends
         self.statusBar().showMessage("Training stopped before it began: " + problem, 10000)
 
     # -- drag and drop ----------------------------------------------------------------------------
@@ -360,5 +360,6 @@ class MainWindow(QMainWindow):
         for page in self.pages.values():   # cancel evaluations, wait for model threads
             if hasattr(page, "shutdown"):
                 page.shutdown()
+        self.project.cancel_full_check()   # a big file's check would keep the app from quitting
         self.save_state()
         super().closeEvent(event)

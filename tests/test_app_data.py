@@ -177,13 +177,13 @@ def test_demo_button_and_what_the_model_sees(qtbot, data_page, project, screensh
     with qtbot.waitSignal(project.source_changed, timeout=10_000):
         data_page.empty.demo_button.click()
     assert project.task_key == "sentence-similarity" and project.model == "default"
-    assert project.source.endswith("pairs.jsonl")
+    assert project.source.endswith("commands") and project.has_validation_split   # its own held-out questions
     qtbot.waitUntil(lambda: project.tokenizer is not None, timeout=60_000)
     wait_checked(qtbot, project)
     assert project.blocking_problem() is None
     data_page.table.selectRow(2)
     qtbot.waitUntil(lambda: data_page.model_sees.rendered is not None
-                    and "titanic" in data_page.model_sees.rendered["inputs"][0]["text"], timeout=20_000)
+                    and "dossier" in data_page.model_sees.rendered["inputs"][0]["text"], timeout=20_000)
     rendered = data_page.model_sees.rendered
     first = rendered["inputs"][0]
     assert [i["role"] for i in rendered["inputs"]] == ["text", "text_pair"]

@@ -164,7 +164,7 @@ def test_masked_lm_perplexity_without_blocking_the_gui(qtbot, page, app_models, 
     result = evaluate(qtbot, page, run)          # two models loaded and run on the page's model thread
     heartbeat.stop()
     print(f"GUI heartbeat while evaluating: {heartbeat.summary()}")
-    assert heartbeat.worst_ms < 100, heartbeat.summary()   # the Train page's 50 ms budget, with room for CI noise
+    assert heartbeat.worst_work_ms < 50, heartbeat.summary()   # the GUI thread's own work per gap: the 50 ms budget
     assert_same(result["model"]["metrics"], engine_metrics(run))
     assert result["model"]["metrics"]["perplexity"] > 1 and "perplexity" in metric_rows(page)
     assert not page.results.tabs.isVisible()

@@ -7,7 +7,8 @@ from dataclasses import fields
 
 import pytest
 
-from tests.test_app_support import app_settings, project, screenshots, shot, wait_idle, window  # noqa: F401
+from tests.test_app_support import (app_settings, project, screenshots, shot, wait_checked, wait_idle,  # noqa: F401
+                                    window)
 
 pytestmark = pytest.mark.gui
 
@@ -69,7 +70,7 @@ def test_task_picker_explains_and_sets_roles(qtbot, model_page, project):
 def test_default_model_preset_and_memory(model_page, screenshots):
     s = model_page.summary
     assert s.model_type == "bert" and 22e6 < s.parameters < 23e6   # all-MiniLM-L6-v2, from safetensors headers
-    assert "BERT" in model_page.model_info.text()
+    assert "BERT" in model_page.model_box.info.text() and "built in" in model_page.model_box.info.text()
     assert model_page.basic.values()["batch_size"] == 32 and "preset" in model_page.preset_label.text()
     assert "GB" in model_page.memory_label.text() or "MB" in model_page.memory_label.text()
     shot(model_page, screenshots, "model_default")
@@ -86,9 +87,11 @@ def test_preset_from_a_model_folder(qtbot, model_page, project, tmp_path):
     values = model_page.basic.values()
     assert values["batch_size"] == 16 and values["learning_rate"] == pytest.approx(8e-5)
     assert values["max_length"] == 384            # the preset's 512, capped at max_position_embeddings
-    assert "ModernBERT" in model_page.model_info.text()
-    assert model_page.model_combo.currentText() == str(folder)
-    assert str(folder) in project.settings.recent("models")
+    assert "ModernBERT" in model_page.model_box.info.text()
+    assert model_page.model_box.combo.currentText() == str(folder)
+    # a folder without weights is named as the reason training cannot start, and not offered again
+    assert "no .safetensors weights" in model_page.model_box.info.text()
+    assert str(folder) not in project.settings.recent("models")
     wait_idle(qtbot, project)
 
 
@@ -107,9 +110,11 @@ def test_cli_and_app_build_the_same_run_config(qtbot, model_page, project, tmp_p
     model_page.advanced.set_values({"seed": 7})
     app = project.run_config(tmp_path / "out")
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({"model": "default", "task": "sentence-similarity",
-                                  "data": {"data": project.source, "columns": project.data_args()["columns"]}}))
-    flags = ["--epochs", "2", "--lr", "1e-4", "--seed", "7", "--output", str(tmp_path / "out")]
+    # the demo folder has its own validation file, so the app sends no fraction to hold out
+    data = {k: project.data_args()[k] for k in ("data", "columns", "validation_split")}
+    config.write_text(json.dumps({"model": "default", "task": "sentence-similarity", "data": data}))
+    flags = ["--epochs", "2", "--lr", "1e-4", "--seed", "7", "--output", str(tmp_path / "out"),
+             "--scheduler", "constant", "--warmup", "0.1"]   # the demo's schedule (engine.demo)
     cli = resolve_train_config(build_parser().parse_args(["train", "--config", str(config), *flags]))
     assert cli.training.to_dict() == app["training"] and asdict(cli.data) == app["data"]
     preset = preset_for("default")
@@ -134,7 +139,7 @@ def test_memory_turns_red_and_largest_batch_fits(qtbot, model_page, project, scr
 
 def test_unknown_hub_model_says_so(qtbot, model_page, project):
     project.set_model("nobody/not-a-model-xyz")
-    qtbot.waitUntil(lambda: model_page.summary is None and "Hub" in model_page.model_info.text(), timeout=20_000)
+    qtbot.waitUntil(lambda: model_page.summary is None and "Hub" in model_page.model_box.info.text(), timeout=20_000)
     assert not model_page.fit_button.isEnabled()
     wait_idle(qtbot, project)
 
@@ -265,4 +270,180 @@ def test_sidebar_tick_follows_a_refusal_found_after_the_model_loads(qtbot, windo
     qtbot.waitUntil(lambda: page.summary is not None and page.summary.model_type == "lfm2", timeout=20_000)
     assert page.refusal
     assert not window.sidebar.item(1).text().endswith("✓")
+    wait_idle(qtbot, p)
+
+
+# -- the model box (issue 18): folders and Hub ids, checked before "ready", recommended models ------------------
+
+
+def type_model(qtbot, page, text: str) -> None:
+    """Type ``text`` in the model box and press Return, as a user would."""
+    from PySide6.QtCore import Qt
+    edit = page.model_box.combo.lineEdit()
+    edit.selectAll()
+    qtbot.keyClicks(edit, text)
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+
+
+def checked(qtbot, project, name: str):
+    qtbot.waitUntil(lambda: project.model_check is not None and project.model_check.name == name, timeout=20_000)
+    return project.model_check
+
+
+def model_files(folder):
+    """``folder`` with the embedded model's files (linked): config.json, safetensors, tokenizer."""
+    from engine.defaults import default_model_dir
+    folder.mkdir(parents=True)
+    for f in default_model_dir().iterdir():
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+def hub_cache(monkeypatch, root, repo_id: str | None = None, offline: bool = True):
+    """A Hugging Face cache at ``root`` (with ``repo_id`` in it: the embedded model's files), and no network."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    if repo_id:
+        repo = root / f"models--{repo_id.replace('/', '--')}"
+        model_files(repo / "snapshots" / "0123abcd")
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0123abcd")
+
+
+def test_typed_hub_id_is_kept_and_said_offline(qtbot, model_page, project, monkeypatch, tmp_path, screenshots):
+    """Typed and entered with Return, a Hub id became "None": shown in the box, trained from (Start failed
+    with "Could not get model 'None'"), saved in the recent models, and the page said ready. The id is
+    kept; one neither in the cache nor reachable says so, and nothing says ready."""
+    hub_cache(monkeypatch, tmp_path / "hub")
+    project.load_demo()
+    wait_checked(qtbot, project)
+    type_model(qtbot, model_page, "BAAI/bge-small-en-v1.5")
+    check = checked(qtbot, project, "BAAI/bge-small-en-v1.5")
+    assert project.model == "BAAI/bge-small-en-v1.5"
+    box = model_page.model_box.combo.currentText()
+    assert "BAAI/bge-small-en-v1.5" in box and "None" not in box
+    assert "not on this machine" in check.problem and "no internet" in check.problem
+    assert "no internet" in model_page.model_box.info.text()
+    assert project.blocking_problem() == check.problem
+    assert "Ready" not in model_page.blocking.text() and "no internet" in model_page.blocking.text()
+    assert not {"None", "BAAI/bge-small-en-v1.5"} & set(project.settings.recent("models"))
+    shot(model_page, screenshots, "model_hub_id_offline")
+    wait_idle(qtbot, project)
+
+
+def test_hub_id_in_the_cache_is_ready_with_its_summary(qtbot, model_page, project, monkeypatch, tmp_path,
+                                                       screenshots):
+    hub_cache(monkeypatch, tmp_path / "hub", "BAAI/bge-small-en-v1.5")
+    project.load_demo()
+    wait_checked(qtbot, project)
+    type_model(qtbot, model_page, "BAAI/bge-small-en-v1.5")
+    check = checked(qtbot, project, "BAAI/bge-small-en-v1.5")
+    assert check.problem is None and check.where == "cache"
+    assert model_page.summary.model_type == "bert"
+    info = model_page.model_box.info.text()
+    assert "BERT" in info and "Hugging Face cache" in info and "English retrieval" in info   # what it is good for
+    wait_checked(qtbot, project)
+    assert project.blocking_problem() is None and "Ready to train" in model_page.blocking.text()
+    assert project.settings.recent("models")[0] == "BAAI/bge-small-en-v1.5"
+    shot(model_page, screenshots, "model_hub_id_cached")
+    wait_idle(qtbot, project)
+
+
+def test_model_box_checks_folders(qtbot, model_page, project, tmp_path):
+    type_model(qtbot, model_page, str(tmp_path / "nope"))
+    assert "There is no folder" in checked(qtbot, project, str(tmp_path / "nope")).problem
+    (tmp_path / "empty").mkdir()
+    type_model(qtbot, model_page, str(tmp_path / "empty"))
+    assert "has no config.json" in checked(qtbot, project, str(tmp_path / "empty")).problem
+    good = model_files(tmp_path / "mine")
+    type_model(qtbot, model_page, str(good))
+    check = checked(qtbot, project, str(good))
+    assert check.problem is None and check.where == "folder" and str(good) in model_page.model_box.info.text()
+    assert project.settings.recent("models")[0] == str(good)   # offered again, unlike the two that failed
+    assert model_page.model_box.combo.findData(str(good)) >= 0
+    wait_idle(qtbot, project)
+
+
+def test_model_box_recommends_models_with_sizes(qtbot, model_page, project, screenshots):
+    from engine.models import family_specs
+    combo = model_page.model_box.combo
+    items = [combo.itemText(i) for i in range(combo.count())]
+    assert items[0].startswith("all-MiniLM-L6-v2 (built in) — 22.7M, BERT") and combo.itemData(0) == "default"
+    for start in ("BAAI/bge-small-en-v1.5 — 33.4M, BERT", "answerdotai/ModernBERT-base — 149M, ModernBERT",
+                  "google/embeddinggemma-300m — 308M, Gemma 3", "Qwen/Qwen3-Embedding-0.6B — 596M, Qwen3"):
+        assert any(item.startswith(start) for item in items), (start, items)
+    listed = {combo.itemData(i) for i in range(combo.count())}
+    assert {r.model_id for s in family_specs().values() for r in s.recommended} - listed == \
+        {"sentence-transformers/all-MiniLM-L6-v2"}   # listed as "default", the built-in copy
+    combo.showPopup()
+    shot(combo.view(), screenshots, "model_box_recommended")
+    combo.hidePopup()
+    index = combo.findData("google/embeddinggemma-300m")
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+    assert project.model == "google/embeddinggemma-300m"
+    wait_idle(qtbot, project)
+
+
+def test_check_model_asks_the_hub_for_ids_not_in_the_cache(monkeypatch, tmp_path):
+    """Online, an id that is not cached is looked up (its config.json read for the preset); an unknown id
+    and a failed connection each say so."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from raclate_app.model_info import check_model
+    hub_cache(monkeypatch, tmp_path, offline=False)
+
+    def download(repo_id, filename, **_kw):   # what hf_hub_download leaves: config.json alone in the cache
+        from engine.defaults import default_model_dir
+        repo = tmp_path / f"models--{repo_id.replace('/', '--')}"
+        (repo / "snapshots" / "c0ffee").mkdir(parents=True)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("c0ffee")
+        target = repo / "snapshots" / "c0ffee" / filename
+        target.write_text((default_model_dir() / filename).read_text())
+        return str(target)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "model_info",
+                        lambda repo_id, **_kw: SimpleNamespace(safetensors=SimpleNamespace(total=33_360_000)))
+    found = check_model("BAAI/bge-small-en-v1.5")
+    assert found.problem is None and found.where == "hub"
+    assert found.summary.model_type == "bert" and found.summary.parameters == 33_360_000
+
+    def missing(repo_id, **_kw):
+        err = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+        Exception.__init__(err, "404")
+        raise err
+    monkeypatch.setattr(huggingface_hub, "model_info", missing)
+    assert "There is no model nobody/nothing" in check_model("nobody/nothing").problem
+
+    def unreachable(repo_id, **_kw):
+        raise ConnectionError("Name or service not known")
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    assert "no internet" in check_model("nobody/else").problem
+    assert "neither a folder nor a Hub id" in check_model("not an id").problem
+
+
+def test_app_demo_trains_as_the_headless_demo(qtbot, window, screenshots):
+    """The app's demo dataset is the headless demo's retrieval job, with its settings (README: the numbers
+    before and after fine-tuning), and its own held-out questions."""
+    from engine.demo import JOBS
+    from engine.training.config import build_run_config
+    p, page = window.project, window.pages["model"]
+    window.load_demo()
+    wait_checked(qtbot, p)
+    qtbot.waitUntil(lambda: page.summary is not None, timeout=20_000)
+    assert p.has_validation_split and p.data_args()["validation_split"] == 0.0
+    assert p.blocking_problem() is None
+    headless = build_run_config(model="default", task="sentence-similarity", data=p.source, output_dir="x",
+                                **JOBS["retrieval"].training).training
+    app = build_run_config(p.run_config("x")).training
+    for name in ("num_train_epochs", "lr_scheduler_type", "warmup_ratio", "batch_size", "learning_rate", "max_length"):
+        assert getattr(app, name) == getattr(headless, name), name
+    window.go_to("model")
+    page.advanced_toggle.click()
+    shot(window, screenshots, "model_demo_settings")
     wait_idle(qtbot, p)

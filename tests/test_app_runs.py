@@ -425,8 +425,10 @@ def test_renamed_and_trashed_runs_update_the_evaluate_and_playground_lists(qtbot
                                                                          monkeypatch):
     (tmp_path / "xdg-data").mkdir()
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    runs, evaluate = window.pages["runs"], window.pages["evaluate"]
-    qtbot.waitUntil(lambda: len(runs.runs) == 5 and len(evaluate.picker.runs) == 5, timeout=20_000)
+    runs, evaluate, playground = window.pages["runs"], window.pages["evaluate"], window.pages["playground"]
+    window.refresh_runs()                                               # the fixture runs came after the window
+    qtbot.waitUntil(lambda: len(runs.runs) == len(evaluate.picker.runs) == len(playground.picker.runs) == 5,
+                    timeout=20_000)
 
     def picker_texts(page):
         return [page.picker.combo.itemText(i) for i in range(page.picker.combo.count())]
@@ -434,7 +436,6 @@ def test_renamed_and_trashed_runs_update_the_evaluate_and_playground_lists(qtbot
     monkeypatch.setattr(runs, "ask_name", lambda run: "baseline")
     runs.buttons["rename"].click()
     qtbot.waitUntil(lambda: any(t.startswith("baseline — ") for t in picker_texts(evaluate)), timeout=20_000)
-    playground = window.pages["playground"]
     qtbot.waitUntil(lambda: any(t.startswith("baseline — ") for t in picker_texts(playground)), timeout=20_000)
     runs.table.selectRow(next(i for i, r in enumerate(runs.runs) if r.name == "baseline"))
     monkeypatch.setattr(runs, "confirm_delete", lambda chosen: True)

@@ -151,6 +151,12 @@ class Heartbeat:
     def worst_ms(self) -> float:
         return max(self.gaps) if self.gaps else 0.0
 
+    @property
+    def worst_work_ms(self) -> float:
+        """The GUI thread's own CPU time in its worst gap: what the app controls (a loaded machine can
+        keep the thread waiting for a core far longer, which no code of ours can change)."""
+        return max(self.cpu, default=0.0)
+
     def summary(self) -> str:
         if not self.gaps:
             return "no ticks"

@@ -98,7 +98,7 @@ def test_copy_diagnostics(qtbot, window):
     text = window.copy_diagnostics()
     assert QGuiApplication.clipboard().text() == text
     for part in ("## Versions", "transformers", "PySide6", "## Machine", "## Run config", '"task": "sentence-similarity"',
-                 "pairs.jsonl", "## Log"):
+                 "demo/commands", "## Log"):
         assert part in text, part
 
 

@@ -1,4 +1,4 @@
-"""`raclate train | eval | predict | export | launch`: one module per subcommand, registered by ``add_subcommands``.
+"""`raclate train | eval | predict | export | launch | mine`: one module per subcommand, registered by ``add_subcommands``.
 
 Each module has ``add_parser(subparsers)`` (which sets ``run``) and ``run(ns) -> exit code``. Errors
 are one paragraph on stderr: bad input exits 2, a failure 1 (``--debug`` shows the traceback).
@@ -21,7 +21,7 @@ from engine.inference import load_for_task, untrained_head
 from engine.tasks import task_names
 from engine.training.args import TrainingArgs
 
-COMMANDS = ("train", "evaluate", "predict", "export", "launch")
+COMMANDS = ("train", "evaluate", "predict", "export", "launch", "mine")
 
 
 def add_subcommands(subparsers) -> None:

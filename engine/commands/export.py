@@ -1,4 +1,6 @@
-"""`raclate export --model O --to DIR [--format sentence-transformers|pylate|transformers] [--push-to-hub REPO]`
+"""`raclate export --model O --to DIR [--format sentence-transformers|pylate|transformers|onnx|gguf|peft]
+[--quantize int8|f16|q8_0]
+[--push-to-hub REPO]`
 
 Writes a folder its library loads with no custom code, reloads it there and compares outputs with
 the MLX model on a few texts (a mismatch fails the command), writes the model card, and pushes it
@@ -6,7 +8,7 @@ to the Hub when asked. Prints the result (JSON off a terminal)."""
 from __future__ import annotations
 
 from engine.commands import dumps, guarded, on_terminal
-FORMATS = ("sentence-transformers", "pylate", "transformers")  # engine.outputs.export.FORMATS (kept light to import)
+FORMATS = ("sentence-transformers", "pylate", "transformers", "onnx", "gguf", "peft")  # engine.outputs.export.FORMATS (kept light)
 
 
 def add_parser(sub) -> None:
@@ -17,7 +19,13 @@ def add_parser(sub) -> None:
     p.add_argument("--to", required=True, metavar="DIR", help="The new folder.")
     p.add_argument("--format", default=None, choices=FORMATS,
                    help="Default: the task's own library (dense embeddings → sentence-transformers, late interaction "
-                        "→ pylate, heads → transformers); 'transformers' also writes an embedding model's bare encoder.")
+                        "→ pylate, heads → transformers); 'transformers' also writes an embedding model's bare encoder; "
+                        "'onnx' (BERT embedding and classification models) adds onnx/model.onnx, checked with onnxruntime; "
+                        "'gguf' (BERT embedding models) writes model.gguf for llama.cpp; 'peft' (a checkpoint of a run trained "
+                        "with --lora-rank, RUN/checkpoints/step-N) writes the adapter alone, as peft saves one.")
+    p.add_argument("--quantize", default=None, choices=("int8", "f16", "q8_0"),
+                   help="onnx: int8 (also write int8 files, dynamic quantization); gguf: f16 or q8_0 (default f32). "
+                        "Quantized files are checked by cosine and retrieval agreement.")
     p.add_argument("--task", default=None, help="The model's task (default: read from the folder).")
     p.add_argument("--push-to-hub", default=None, metavar="REPO", help="Upload the folder to this Hub repository (USER/NAME).")
     p.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
@@ -30,7 +38,7 @@ def add_parser(sub) -> None:
 def run(ns) -> int:
     from engine.outputs.export import export_model, summary
     result = export_model(ns.model, ns.to, fmt=ns.format, task=ns.task, push_to_hub=ns.push_to_hub,
-                          private=ns.private, overwrite=ns.overwrite)
+                          private=ns.private, overwrite=ns.overwrite, quantize=ns.quantize)
     if on_terminal(ns):
         check = result["check"]
         print(f"exported {ns.model} ({result['task']}) to {result['output_dir']} as {result['format']}")

@@ -209,13 +209,13 @@ def misclassified(ds, probabilities: np.ndarray, names, limit: int) -> list[dict
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(right[wrong], kind="stable")][:limit]
     names = list(names or []) or [str(i) for i in range(probabilities.shape[1])]
-    pairs = ds["text_pair"] if "text_pair" in ds.column_names else None
     rows = []
     for i in worst.tolist():
-        row = {"row": i, "text": str(ds[i]["text"]), "label": names[labels[i]], "predicted": names[predicted[i]],
+        example = ds[i]
+        row = {"row": i, "text": str(example["text"]), "label": names[labels[i]], "predicted": names[predicted[i]],
                "confidence": float(probabilities[i, predicted[i]]), "label_score": float(right[i])}
-        if pairs is not None:
-            row["text_pair"] = str(pairs[i])
+        if example.get("text_pair") is not None:   # a pair classifier's second text
+            row["text_pair"] = str(example["text_pair"])
         rows.append(row)
     return rows
 

@@ -14,6 +14,7 @@ from engine.data.inputs import adopt, recorded
 from engine.errors import ModelError
 from engine.files import read_json
 from engine.models import load_model
+from engine.models.adapters import apply_training_adapters
 from engine.models.loading import resolve_model_dir
 from engine.models.pylate import is_pylate_dir
 from engine.run_record import is_run_folder, read_run_record
@@ -126,6 +127,7 @@ def load_run_base(record: dict, names: list[str] | None = None, regression: bool
 def load_run_checkpoint(record: dict, checkpoint: str | Path):
     """(model, tokenizer) of one of a run's checkpoints: the run's base model with its weights."""
     model, tokenizer = load_run_base(record)
+    apply_training_adapters(model, record.get("training") or {})   # a LoRA run's checkpoint holds its adapters
     weights = mx.load(str(Path(checkpoint) / "weights.safetensors"))
     model.load_weights(list(weights.items()), strict=True)
     mx.eval(model.parameters())

@@ -18,6 +18,7 @@ from engine.losses.cosent import CoSENTLoss, cosent_loss
 from engine.losses.cosine_mse import CosineSimilarityLoss, cosine_mse_loss
 from engine.losses.cross_entropy import CrossEntropyLoss, auto_class_weights, cross_entropy_loss
 from engine.losses.late_interaction import LateInteractionContrastiveLoss, late_interaction_loss
+from engine.losses.matryoshka import MatryoshkaLoss, matryoshka_loss
 from engine.losses.mnrl import MultipleNegativesRankingLoss, mnrl_loss
 from engine.losses.mse import MSELoss, mse_loss
 from engine.losses.scores import cos_sim, dot_score, maxsim, maxsim_pairwise, pairwise_cos_sim
@@ -60,6 +61,8 @@ def select_loss(
     is_multi_label: bool = False,
     class_weights=None,
     loss_name: str | None = None,
+    matryoshka_dims=None,
+    matryoshka_weights=None,
     **options,
 ):
     """The loss for a task; ``loss_name`` overrides the default among the losses that fit it.
@@ -69,7 +72,8 @@ def select_loss(
     CosineSimilarityLoss); ``use_late_interaction`` -> LateInteractionContrastiveLoss;
     text classification -> CrossEntropyLoss (``class_weights``), MSELoss when ``is_regression``,
     BCEWithLogitsLoss (``"bce"``) when ``is_multi_label``;
-    masked-lm / token-classification -> TokenCrossEntropyLoss. ``options`` go to the loss
+    masked-lm / token-classification -> TokenCrossEntropyLoss. ``matryoshka_dims`` (and
+    ``matryoshka_weights``) wrap the chosen dense embedding loss in MatryoshkaLoss. ``options`` go to the loss
     (``scale``, ``symmetric``, ``mini_batch_size``, ``temperature``, ...).
     Raises UsageError (a ValueError) for an unknown task or loss name (listing the valid ones), or a loss that
     does not fit the data.
@@ -95,18 +99,25 @@ def select_loss(
                              f"valid here: {', '.join(fitting)}")
 
     if name == "cross_entropy":
-        return CrossEntropyLoss(class_weights=class_weights, **options)
-    if class_weights is not None:
+        loss = CrossEntropyLoss(class_weights=class_weights, **options)
+    elif class_weights is not None:
         raise UsageError(f"class_weights apply to classification with cross-entropy, not to {name!r}")
-    return LOSSES[name](**options)
+    else:
+        loss = LOSSES[name](**options)
+    if matryoshka_dims:  # refused (UsageError) for a loss that is not a dense embedding loss
+        return MatryoshkaLoss(loss, matryoshka_dims, matryoshka_weights)
+    if matryoshka_weights:
+        raise UsageError("matryoshka_weights need matryoshka_dims (one weight per dim)")
+    return loss
 
 
 __all__ = [
     "LOSSES", "select_loss",
     "MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss", "CoSENTLoss", "CosineSimilarityLoss",
-    "LateInteractionContrastiveLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "TokenCrossEntropyLoss",
+    "LateInteractionContrastiveLoss", "MatryoshkaLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss",
+    "TokenCrossEntropyLoss",
     "mnrl_loss", "cosent_loss", "cosine_mse_loss", "late_interaction_loss", "cross_entropy_loss", "bce_loss",
-    "mse_loss",
+    "mse_loss", "matryoshka_loss",
     "token_cross_entropy", "token_cross_entropy_sum", "auto_class_weights",
     "cos_sim", "dot_score", "pairwise_cos_sim", "maxsim", "maxsim_pairwise",
 ]

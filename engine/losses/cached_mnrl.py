@@ -63,8 +63,10 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     def _slices(self, n: int) -> list[slice]:
         return [slice(s, min(s + self.mini_batch_size, n)) for s in range(0, n, self.mini_batch_size)]
 
-    def loss_and_grads(self, model, batch: dict) -> tuple[mx.array, dict]:
-        """Loss (scalar) and parameter gradients for ``batch``, one mini-batch graph at a time."""
+    def loss_and_grads(self, model, batch: dict, loss_from_embeddings=None) -> tuple[mx.array, dict]:
+        """Loss (scalar) and parameter gradients for ``batch``, one mini-batch graph at a time.
+        ``loss_from_embeddings`` replaces pass 2's loss of the embeddings (MatryoshkaLoss sums truncations)."""
+        loss_from_embeddings = loss_from_embeddings or self.loss_from_embeddings
         inputs = batch["inputs"]
         # Pass 1: embeddings without a graph; the random key each mini-batch starts from, for pass 3's dropout.
         embeddings, keys = [], []
@@ -79,7 +81,7 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         after_pass_1 = mx.random.state[0]
 
         # Pass 2: loss and dL/dE on the cached embeddings.
-        loss, emb_grads = mx.value_and_grad(lambda embs: self.loss_from_embeddings(embs, batch))(embeddings)
+        loss, emb_grads = mx.value_and_grad(lambda embs: loss_from_embeddings(embs, batch))(embeddings)
         mx.eval(loss, emb_grads)
 
         # Pass 3: backprop sum(E_k * G_k) per mini-batch; its parameter gradient is G_k . dE_k/dtheta.

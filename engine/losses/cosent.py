@@ -54,9 +54,11 @@ class CoSENTLoss:
         self.scale = float(scale)
         self.unused_options = dict(options)  # meant for other losses; the trainer warns about them
 
-    def __call__(self, model, batch: dict) -> mx.array:
-        inputs = batch["inputs"]
-        if len(inputs) != 2 or batch.get("labels") is None:
+    def loss_from_embeddings(self, embeddings: list[mx.array], batch: dict) -> mx.array:
+        """Loss from the column embeddings [text, text_pair], each [B, D]."""
+        if len(embeddings) != 2 or batch.get("labels") is None:
             raise ValueError("CoSENTLoss needs (text, text_pair) columns and a float score label")
-        a, b = embed_columns(model, inputs)  # (B, D) each
-        return cosent_loss(a, b, batch["labels"], self.scale)
+        return cosent_loss(embeddings[0], embeddings[1], batch["labels"], self.scale)
+
+    def __call__(self, model, batch: dict) -> mx.array:
+        return self.loss_from_embeddings(embed_columns(model, batch["inputs"]), batch)

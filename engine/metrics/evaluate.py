@@ -10,6 +10,7 @@ Metric names (stable: the GUI and ``metric_for_best_model`` use them):
     regression            pearson, spearman, mse, mae
     sentence-similarity   ndcg@10, mrr@10, recall@1, recall@5, recall@10, map
       scored pairs        pearson_cosine, spearman_cosine
+      Matryoshka dims     each of the above again on embeddings cut to each dim D: ``ndcg@10@256``
     token-classification  precision, recall, f1 (entities, micro) (+ per_type)
     masked-lm             perplexity
 
@@ -58,14 +59,15 @@ def _task(task: str) -> str:
     return training_task(task, ValueError)
 
 
-def evaluate_batches(task: str, model, batches: Iterable[dict], label_info=None) -> dict:
+def evaluate_batches(task: str, model, batches: Iterable[dict], label_info=None, matryoshka_dims=None) -> dict:
     """Metrics of ``model`` (``model(input_ids, attention_mask)`` → task outputs, in eval mode) on
     ``batches`` (collated as docs/ARCHITECTURE.md). ``label_info``: ``.names`` (class names / token
     tags), ``.is_regression``; token classification falls back to ``model.config["id2label"]``.
-    Multi-hot labels [B, C] make it multi-label (sigmoid scores)."""
+    Multi-hot labels [B, C] make it multi-label (sigmoid scores). ``matryoshka_dims``: dense embedding
+    metrics also at each truncation (keys suffixed ``@D``)."""
     task = _task(task)
     if task == "sentence-similarity":
-        return _similarity(model, batches)
+        return _similarity(model, batches, matryoshka_dims or ())
     if task == "text-classification":
         return _classification(model, batches, label_info)
     if task == "token-classification":
@@ -140,9 +142,9 @@ def _masked_lm(model, batches) -> dict:
     return {"perplexity": perplexity(total, count)}
 
 
-def _similarity(model, batches) -> dict:
+def _similarity(model, batches, dims=()) -> dict:
     late = bool(getattr(getattr(model, "info", None), "late_interaction", False))
-    scored, labels = [], []
+    scored, labels, pairs = [], [], []
     queries, docs, query_of, doc_of, relevant = [], [], {}, {}, []
     for batch in batches:
         outs = [model(x["input_ids"], x["attention_mask"]) for x in batch["inputs"]]
@@ -154,6 +156,7 @@ def _similarity(model, batches) -> dict:
                 score = maxsim_pairwise(outs[0], outs[1], masks[0], masks[1])  # (B,)
             else:
                 score = pairwise_cos_sim(outs[0], outs[1])  # (B,)
+                pairs.append((_numpy(outs[0]), _numpy(outs[1])))  # for the Matryoshka dims' scores
             scored.append(_numpy(score))
             labels.append(_numpy(batch["labels"]))
             continue
@@ -171,13 +174,26 @@ def _similarity(model, batches) -> dict:
     if scored:
         s, y = np.concatenate(scored), np.concatenate(labels)
         out.update(pearson_cosine=pearson(s, y), spearman_cosine=spearman(s, y))
+        a, b = (np.concatenate(side) for side in zip(*pairs)) if pairs else (None, None)
+        for dim in dims if pairs else ():  # cosine of the first ``dim`` values: truncated and re-normalised
+            s = _row_cosine(a[:, :dim], b[:, :dim])
+            out.update({f"pearson_cosine@{dim}": pearson(s, y), f"spearman_cosine@{dim}": spearman(s, y)})
     if queries:
         if late:
-            blocks = maxsim_score_blocks(queries, docs)
+            out.update(retrieval_report(maxsim_score_blocks(queries, docs), relevant))
         else:
-            blocks = cosine_score_blocks(np.concatenate(queries), np.concatenate(docs))
-        out.update(retrieval_report(blocks, relevant))
+            q, d = np.concatenate(queries), np.concatenate(docs)
+            out.update(retrieval_report(cosine_score_blocks(q, d), relevant))
+            for dim in dims:
+                report = retrieval_report(cosine_score_blocks(q[:, :dim], d[:, :dim]), relevant)
+                out.update({f"{name}@{dim}": value for name, value in report.items()})
     return out
+
+
+def _row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of aligned rows [N, D] -> [N], as pairwise_cos_sim."""
+    norms = np.maximum(np.linalg.norm(a, axis=-1), 1e-8) * np.maximum(np.linalg.norm(b, axis=-1), 1e-8)
+    return np.sum(a * b, axis=-1) / norms
 
 
 def _new_rows(hashes: list[int], index: dict) -> list[int]:

@@ -35,6 +35,7 @@ class ModelInfo:
     late_interaction: bool = False
     colbert: dict = field(default_factory=dict)      # PyLate settings of a late-interaction model (prefixes, lengths)
     new_weights: list = field(default_factory=list)  # weights initialised fresh (a new head)
+    adapter: dict = field(default_factory=dict)      # LoRA/DoRA settings, once added (engine/models/adapters.py)
 
 
 class TaskModel(nn.Module):

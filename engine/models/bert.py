@@ -23,6 +23,7 @@ SPEC = FamilySpec(
     ignored_keys=("cls.", "classifier.", "qa_outputs.", "pooler.", "embeddings.position_ids"),
     optional_keys=("pooler.",),  # absent from checkpoints saved without the pooling layer
     embedding_weights=("embeddings.",),
+    lora_targets=("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
     recommended=(
         Recommended("sentence-transformers/all-MiniLM-L6-v2", 22_713_728, "fast English embeddings"),
         Recommended("BAAI/bge-small-en-v1.5", 33_360_000, "English retrieval, a step up in quality"),

@@ -28,6 +28,7 @@ SPEC = FamilySpec(
     default_pooling="mean",  # EmbeddingGemma's sentence-transformers pooling
     ignored_keys=("lm_head.", "score."),
     embedding_weights=("embed_tokens.",),
+    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     no_transformers_class=("token-classification",),
     auto_classes={"masked-lm": "AutoModelForCausalLM"},
     supports_bidirectional=True,

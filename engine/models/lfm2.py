@@ -30,6 +30,8 @@ SPEC = FamilySpec(
     # The (usually tied, so absent) LM head and other tasks' heads: skipped on load.
     ignored_keys=("lm_head.", "score."),
     embedding_weights=("embed_tokens.",),  # not embedding_norm: despite its name, the final norm
+    # out_proj: the attention's and the short convolution's
+    lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "w1", "w2", "w3"),
     no_transformers_class=("text-classification", "token-classification"),
 )
 # transformers' LFM2 applies no dropout (its attention passes dropout=0.0); the token classifier follows

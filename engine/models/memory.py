@@ -129,10 +129,22 @@ def activation_bytes_per_sequence(config: dict, length: int, *, grad_checkpoint:
     return kept + 2 * length * h * BYTES   # embedding output and final hidden states
 
 
+def lora_parameters(config: dict, rank: int) -> int:
+    """Adapter weights of rank ``rank`` on the default targets, per layer at most: attention q, k, v, o
+    (rank × (h + h) each) and three MLP matrices (rank × (h + i) each). The head is not counted."""
+    h = config.get("hidden_size") or 0
+    inter = config.get("intermediate_size") or 4 * h
+    return (config.get("num_hidden_layers") or 0) * rank * (8 * h + 3 * (h + inter))
+
+
 def estimate(config: dict, parameters: int, batch_size: int, max_length: int, *, texts_per_example: int = 1,
-             grad_checkpoint: bool = False, freeze_embeddings: bool = False, vocab_logits: bool = False) -> Estimate:
+             grad_checkpoint: bool = False, freeze_embeddings: bool = False, vocab_logits: bool = False,
+             lora_rank: int = 0) -> Estimate:
     trainable = parameters - (_embedding_parameters(config) if freeze_embeddings else 0)
     trainable = max(trainable, 0)
+    if lora_rank:   # frozen base: gradients and AdamW state for the adapters only
+        trainable = lora_parameters(config, lora_rank)
+        parameters += trainable
     per_seq = activation_bytes_per_sequence(config, max_length, grad_checkpoint=grad_checkpoint,
                                             vocab_logits=vocab_logits)
     return Estimate(weights=parameters * BYTES, gradients=trainable * BYTES, optimizer=2 * trainable * BYTES,
@@ -146,7 +158,8 @@ def training_memory(args, task: str) -> dict:
     cached = args.loss == "cached_mnrl"
     return {"batch_size": min(args.batch_size, args.mini_batch_size) if cached else args.batch_size,
             "max_length": args.max_length, "grad_checkpoint": args.grad_checkpoint,
-            "freeze_embeddings": args.freeze_embeddings, "vocab_logits": task == "masked-lm"}
+            "freeze_embeddings": args.freeze_embeddings, "vocab_logits": task == "masked-lm",
+            "lora_rank": args.lora_rank}
 
 
 def largest_batch(config: dict, parameters: int, max_length: int, available: int, *, limit: int = 1024,

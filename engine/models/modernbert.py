@@ -23,6 +23,7 @@ SPEC = FamilySpec(
     # `decoder.weight` has it skipped here too (the tied model has no such parameter).
     ignored_keys=("head.", "decoder.", "classifier."),
     embedding_weights=("embeddings.",),
+    lora_targets=("Wqkv", "Wo", "Wi"),  # Wo: the attention's and the MLP's
     recommended=(
         Recommended("answerdotai/ModernBERT-base", 149_000_000, "long inputs (8k tokens), classification, tagging"),
         Recommended("Alibaba-NLP/gte-modernbert-base", 149_000_000, "English retrieval over long documents"),

@@ -23,6 +23,7 @@ SPEC = FamilySpec(
     # Checkpoint keys of other heads (a causal-LM head, another task's classifier): skipped on load.
     ignored_keys=("lm_head.", "score."),
     embedding_weights=("embed_tokens.",),
+    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     recommended=(
         Recommended("Qwen/Qwen3-Embedding-0.6B", 595_776_512, "multilingual retrieval, strong but slow to train"),
     ),

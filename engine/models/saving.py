@@ -13,6 +13,7 @@ from mlx.utils import tree_flatten
 
 from engine.files import atomic_write, write_json
 from engine.models import pylate
+from engine.models.adapters import merged_parameters
 from engine.tasks import EMBEDDING_TASKS
 
 ST_VERSION = {"sentence_transformers": "5.3.0", "transformers": "5.24.0", "pytorch": "2.13.0"}
@@ -28,11 +29,11 @@ def is_embedding(model) -> bool:
 
 
 def hf_weights(model) -> tuple[dict, str]:
-    """(HF-named weights, HF architecture name) of a task model; an embedding model's backbone."""
+    """(HF-named weights, HF architecture name) of a task model; an embedding model's backbone. Adapters merged."""
     info = model.info
     family = info.family
-    tree = model.backbone.parameters() if is_embedding(model) else model.parameters()
-    weights = family.to_hf(dict(tree_flatten(tree)), info.config)
+    # LoRA/DoRA layers are written merged: the folder holds plain full weights.
+    weights = family.to_hf(merged_parameters(model.backbone if is_embedding(model) else model), info.config)
     return weights, family.SPEC.architectures["base" if is_embedding(model) else info.task]
 
 

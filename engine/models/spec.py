@@ -41,6 +41,8 @@ class FamilySpec:
     auto_classes: dict[str, str] = field(default_factory=dict)
     # config.json switches the attention between causal and bidirectional (--bidirectional / --causal).
     supports_bidirectional: bool = False
+    # Default LoRA/DoRA targets (engine/models/adapters.py): the attention and MLP linear layers, by dotted-suffix name.
+    lora_targets: tuple[str, ...] = ()
     # A few checkpoints the app's model box suggests, smallest first.
     recommended: tuple[Recommended, ...] = ()
 

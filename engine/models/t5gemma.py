@@ -21,6 +21,7 @@ from engine.models.base import run_layer
 from engine.models.dropout import Dropout, override
 from engine.models.heads import Classifier
 from engine.models.spec import FamilySpec
+from engine.tasks import EMBEDDING_TASKS
 
 SPEC = FamilySpec(
     model_type="t5gemma", name="T5Gemma", base_prefix="model",
@@ -31,6 +32,9 @@ SPEC = FamilySpec(
     # The decoder and its LM head (encoder-decoder checkpoints) and other tasks' heads: skipped on load.
     ignored_keys=("decoder.", "lm_head.", "score."),
     embedding_weights=("encoder.embed_tokens.",),
+    # AutoModel maps t5gemma to the encoder-decoder T5GemmaModel, which refuses the bare encoder's folder.
+    auto_classes=dict.fromkeys(EMBEDDING_TASKS, "AutoModelForTextEncoding"),
+    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
 )
 # Top-level T5GemmaConfig keys (HF defaults 0): T5GemmaConfig copies the first two into its encoder and
 # decoder, whatever those say, so they are read from the top level only (never lifted, see configure).

@@ -7,6 +7,11 @@ optionally push it to the Hub.
     classification / regression / token classification / masked LM
                                  → transformers           AutoModelFor…from_pretrained(out)
     any model, bare encoder      → transformers           AutoModel.from_pretrained(out)
+    BERT embeddings / classifier → onnx                   onnxruntime.InferenceSession(out/onnx/model.onnx)
+                                                          (engine/outputs/onnx.py; the library files beside it)
+    BERT embeddings              → gguf                   llama.cpp (out/model.gguf; engine/outputs/gguf.py)
+    a LoRA/DoRA run's checkpoint → peft                   PeftModel.from_pretrained(Auto…(base), out)
+                                                          (the adapter alone; engine/outputs/peft_adapter.py)
 
 The self-check uses the reference library when it (and torch) is installed, else the engine's own
 loader; the report says which, and the largest difference seen.
@@ -29,9 +34,15 @@ from engine.errors import ExportError
 from engine.files import atomic_write, is_inside, lock_holder, sibling, swap_folder, write_json
 from engine.inference import load_for_task
 from engine.models import task_refusal
+from engine.outputs import gguf as gguf_export
+from engine.outputs import onnx as onnx_export
+from engine.outputs import peft_adapter
 from engine.run_record import RUN_FILE, is_run_folder, write_run_record
 
-FORMATS = ("sentence-transformers", "pylate", "transformers")
+FORMATS = ("sentence-transformers", "pylate", "transformers", "onnx", "gguf", "peft")
+# Formats for another runtime: each module has missing(), refusal(model, quantize), write(...), check(...),
+# card_section(...) and WITH_LIBRARY_FILES (the folder also holds the task library's files).
+RUNTIMES = {"onnx": onnx_export, "gguf": gguf_export, "peft": peft_adapter}
 COSINE_MIN = 0.9999     # embeddings: per row (per token for late interaction)
 LOGITS_ATOL = 1e-4      # logits: |Δ| ≤ 1e-4 · max(1, largest |logit|)
 SAMPLE_TEXTS = ("What is the capital of France?",
@@ -48,11 +59,19 @@ def default_format(model) -> str:
 
 
 # -- writing ------------------------------------------------------------------------------------
-def check_format(model, fmt: str) -> str:
+def check_format(model, fmt: str, quantize: str | None = None) -> str:
     fmt = {"st": "sentence-transformers", "sentence_transformers": "sentence-transformers",
            "colbert": "pylate", "hf": "transformers"}.get(fmt, fmt)
     if fmt not in FORMATS:
         raise ExportError(f"Unknown export format {fmt!r}.", f"Use one of: {', '.join(FORMATS)}.", refused=True)
+    if fmt in RUNTIMES:
+        refusal = RUNTIMES[fmt].refusal(model, quantize)
+        if refusal:
+            raise ExportError(refusal, "Export it as --format " + default_format(model) + " instead.", refused=True)
+        return fmt
+    if quantize:
+        raise ExportError(f"--quantize applies to {', '.join(RUNTIMES)} exports, not to {fmt}.",
+                          "Leave out --quantize.", refused=True)
     natural = default_format(model)
     if fmt != natural and fmt != "transformers":
         what = {"pylate": "a late-interaction (ColBERT) model", "sentence-transformers": "a dense embedding model",
@@ -213,7 +232,7 @@ def _check_transformers(model, tokenizer, out: Path, texts) -> dict:
         import torch
         import transformers
         from transformers import AutoTokenizer
-        cls = getattr(transformers, "AutoModel" if embedding else model.info.family.SPEC.auto_class(task))
+        cls = getattr(transformers, model.info.family.SPEC.auto_class(task))   # embeddings: the bare encoder
         ref = cls.from_pretrained(str(out), dtype=torch.float32).eval()
         saved_tokenizer = AutoTokenizer.from_pretrained(str(out))
 
@@ -276,21 +295,24 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def self_check(model, tokenizer, out, fmt: str, texts=None) -> dict:
-    """Reload ``out`` in its library (or the engine) and compare with ``model`` on a few texts.
+def self_check(model, tokenizer, out, fmt: str, texts=None, quantize: str | None = None) -> dict:
+    """Reload ``out`` in its library (or the engine; another format: its runtime) and compare with
+    ``model`` on a few texts.
     Returns the report ({reference, compared, rows, max_abs_diff, min_cosine, tolerance, ok, ...});
     it does not raise — the caller writes the result, then fails on ``ok == False``."""
     texts = [t for t in (texts or SAMPLE_TEXTS) if str(t).strip()][:8] or list(SAMPLE_TEXTS)
     model.eval()
     check = {"sentence-transformers": _check_sentence_transformers, "pylate": _check_pylate,
-             "transformers": _check_transformers}[fmt]
+             "transformers": _check_transformers}.get(fmt)
+    if fmt in RUNTIMES:
+        check = partial(RUNTIMES[fmt].check, quantize=quantize)
     try:
         with _quiet_loading():
             report = check(model, tokenizer, Path(out), texts)
     except Exception as exc:  # noqa: BLE001 — a folder its library cannot load fails the check
         first = str(exc).splitlines()[0] if str(exc) else ""
-        report = {"reference": {"sentence-transformers": "sentence-transformers", "pylate": "pylate"}.get(
-                      fmt, "transformers"), "compared": "loading the folder", "max_abs_diff": float("inf"),
+        report = {"reference": {"sentence-transformers": "sentence-transformers", "pylate": "pylate",
+                                "onnx": "onnxruntime", "gguf": "gguf", "peft": "peft"}.get(fmt, "transformers"), "compared": "loading the folder", "max_abs_diff": float("inf"),
                   "min_cosine": None, "tolerance": "loads", "ok": False,
                   "detail": f"it does not load: {type(exc).__name__}: {first}"}
     report.update(format=fmt, rows=len(texts))
@@ -318,7 +340,13 @@ def summary(report: dict) -> str:
 # -- the two entry points -----------------------------------------------------------------------
 def write_card(model, out: Path, fmt: str, record: dict, check: dict, name: str | None = None) -> None:
     from engine.outputs.model_card import render_card
-    text = render_card(model, fmt, record, check, name=name)
+    if fmt in RUNTIMES:   # the library's card (when its files are there), then how to run the runtime's files
+        runtime = RUNTIMES[fmt]
+        text = (render_card(model, default_format(model), record, check, name=name) if runtime.WITH_LIBRARY_FILES
+                else f"# {name or 'Exported model'}\n")
+        text += "\n\n" + "\n".join(runtime.card_section(model, check, name or "path/to/this/folder"))
+    else:
+        text = render_card(model, fmt, record, check, name=name)
     atomic_write(Path(out) / "README.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -375,25 +403,31 @@ def check_export_target(source: str, out: Path, overwrite: bool) -> None:
 
 def export_model(source: str, to, *, fmt: str | None = None, task: str | None = None,
                  push_to_hub: str | None = None, private: bool = False, overwrite: bool = False,
-                 texts=None) -> dict:
+                 texts=None, quantize: str | None = None) -> dict:
     """Load ``source``, write it to ``to`` in ``fmt`` (default: the task's own library), self-check,
     card, copy of raclate_run.json with the export added, optional push. Returns the report.
 
     The folder is written beside ``to`` and renamed into place when complete, so an existing export
     that ``overwrite`` replaces stays whole until then, and a failed check never replaces it."""
     out = Path(to).expanduser()
+    runtime = RUNTIMES.get(fmt)
+    if runtime and runtime.missing():
+        raise ExportError(runtime.missing() + "; nothing was written.", "Install it, then export again.", refused=True)
     token = None
     if push_to_hub:
         from engine.outputs.hub import check_push
         token = check_push(push_to_hub)  # before any work
     check_export_target(source, out, overwrite)
     model, tokenizer, task, record = load_for_task(source, task)
-    fmt = check_format(model, fmt or default_format(model))
+    fmt = check_format(model, fmt or default_format(model), quantize)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = sibling(out, "new")
     try:
-        write_folder(model, tokenizer, staging, fmt)
-        report = self_check(model, tokenizer, staging, fmt, texts)
+        if not runtime or runtime.WITH_LIBRARY_FILES:
+            write_folder(model, tokenizer, staging, default_format(model) if runtime else fmt)
+        if runtime:
+            runtime.write(model, tokenizer, staging, quantize)
+        report = self_check(model, tokenizer, staging, fmt, texts, quantize)
         record = dict(record) if record else {"model": source, "task": task}
         record.update(exported_from=str(source), export=report)
         write_run_record(staging, record)

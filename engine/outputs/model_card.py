@@ -15,7 +15,7 @@ PIPELINES = {"sentence-similarity": "sentence-similarity", "feature-extraction":
              "masked-lm": "fill-mask"}
 SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "batch_size", "gradient_accumulation_steps",
             "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "max_length",
-            "loss", "use_late_interaction", "late_interaction_dim", "seed")
+            "loss", "matryoshka_dims", "matryoshka_weights", "use_late_interaction", "late_interaction_dim", "seed")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

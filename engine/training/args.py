@@ -27,6 +27,17 @@ def flag(f: Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def _number_list(value, kind, name: str) -> list | None:
+    """A list of numbers from a list or a comma-separated string ("384,256"); None or empty -> None."""
+    if value is None or value == "" or value == []:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        return [kind(x) for x in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be comma-separated numbers (e.g. 384,256,128), got {value!r}.") from None
+
+
 @dataclass
 class TrainingArgs:
     output_dir: str = arg("", "Folder for the final model; checkpoints go to OUTPUT/checkpoints.", "--output")
@@ -46,6 +57,16 @@ class TrainingArgs:
     dropout: float | None = arg(None, "Dropout probability for every dropout of the model, in training only "
                                       "(default: the model config's own values; 0 = no dropout). Saved into "
                                       "the output's config.json.")
+    lora_rank: int = arg(0, "Train LoRA adapters of this rank on the backbone's linear layers instead of every weight "
+                            "(0 = full fine-tuning). The task head always trains; the output holds merged full weights.")
+    lora_alpha: float = arg(16.0, "LoRA scaling numerator: the update is scaled by lora_alpha / lora_rank.")
+    lora_dropout: float = arg(0.0, "Dropout on the input of the LoRA update, in training only.")
+    lora_targets: str | None = arg(None, "Comma-separated names of the linear layers that get adapters (a dotted suffix "
+                                         "of the module path, or a pattern with *); default: the family's attention "
+                                         "and MLP layers.")
+    dora: bool = arg(False, "DoRA: also train each output row's magnitude of the adapted layers (needs lora_rank > 0).")
+    save_adapter: bool = arg(False, "Also write the adapter alone, in PEFT's format, to OUTPUT/adapter "
+                                    "(needs lora_rank > 0).")
     eval_steps: int = arg(0, "Evaluate every N steps (0 = before training and at the end only).")
     save_steps: int = arg(500, "Write a checkpoint every N steps (0 = only at the end).")
     save_total_limit: int = arg(2, "Keep at most this many checkpoints (the best one is always kept).")
@@ -72,6 +93,11 @@ class TrainingArgs:
     loss: str | None = arg(None, "Loss name (default: chosen from task and data): mnrl, cached_mnrl, cosent, "
                                  "cosine, late_interaction, cross_entropy, mse, token_cross_entropy.")
     mini_batch_size: int = arg(32, "Mini-batch size of the cached (GradCache) MNRL loss.")
+    matryoshka_dims: list[int] | None = arg(None, "Matryoshka: also train the first N dimensions of each embedding as "
+                                                  "an embedding (e.g. 384,256,128,64); the loss is summed over these "
+                                                  "truncations and evaluation reports metrics at each one.")
+    matryoshka_weights: list[float] | None = arg(None, "Matryoshka: the weight of each dim's loss, in the order of "
+                                                       "matryoshka_dims (default: 1 each).")
     class_weights: str | None = arg(None, "'auto' = inverse class frequency weights for imbalanced classification.")
     metric_for_best_model: str | None = arg(None, "Eval metric that picks the best checkpoint (e.g. eval_loss, accuracy).")
     greater_is_better: bool | None = arg(None, "Whether a larger metric_for_best_model is better (default: not for losses).")
@@ -110,12 +136,26 @@ class TrainingArgs:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (full fine-tuning) or more, got {self.lora_rank}.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if (self.dora or self.save_adapter) and not self.lora_rank:
+            raise ValueError(f"{'dora' if self.dora else 'save_adapter'} needs adapters: set lora_rank (--lora-rank).")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
         if not isinstance(self.prompts, dict):
             raise ValueError(f"prompts must map prompt names to texts, got {self.prompts!r}.")
         if self.hub_model_id:
             self.push_to_hub = True
+        # The CLI gives the lists as "384,256,128,64"; a run.json gives them as JSON lists.
+        self.matryoshka_dims = _number_list(self.matryoshka_dims, int, "matryoshka_dims")
+        self.matryoshka_weights = _number_list(self.matryoshka_weights, float, "matryoshka_weights")
+        if self.matryoshka_dims and min(self.matryoshka_dims) < 1:
+            raise ValueError(f"matryoshka_dims must be positive, got {self.matryoshka_dims}.")
+        if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka_dims or ()):
+            raise ValueError(f"matryoshka_weights needs one weight per matryoshka dim, got {self.matryoshka_weights} "
+                             f"for {self.matryoshka_dims}.")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the run: max_steps, else the epochs' worth."""

@@ -14,9 +14,9 @@ from engine.data.args import DatasetArgs
 from engine.data.inputs import check_user_prompts, user_prompts
 from engine.errors import UsageError
 from engine.files import LOCK_FILE, lock_holder
-from engine.models import family_specs, local_config, preset_for, spec_for, task_refusal
+from engine.models import family_specs, get_family, local_config, preset_for, spec_for, task_refusal
 from engine.run_record import RUN_FILE, is_run_folder
-from engine.tasks import normalize_task, task_names
+from engine.tasks import normalize_task, task_names, training_task
 from engine.training.args import TrainingArgs
 from engine.training.checkpoint import checkpoint_dirs, find_checkpoint
 
@@ -69,6 +69,10 @@ def build_run_config(settings: dict | None = None, **overrides) -> RunConfig:
     refusal = spec and task_refusal(spec.model_type, task)
     if refusal:   # the output would load nowhere but here: refused before any data or weights are read
         raise UsageError(refusal)
+    if spec is not None and training_task(task) not in spec.tasks:   # e.g. masked LM on a causal family
+        family = get_family(spec.model_type)
+        raise UsageError(family.task_error(task, {}) if hasattr(family, "task_error") else
+                         f"{spec.name} models do not support the {task} task; they support: {', '.join(spec.tasks)}.")
     if not data.get("data"):
         raise UsageError("No training data given. Pass --data with a .jsonl/.json/.csv/.tsv/.parquet file, "
                          "a folder, or a Hub dataset id.")

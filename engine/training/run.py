@@ -18,6 +18,9 @@ from engine.run_record import RUN_FILE, versions, write_run_record
 from engine.training.config import RunConfig, check_output_contents, holds_files, replacement_dir
 
 
+ADAPTER_DIR = "adapter"   # --save-adapter: the PEFT adapter, beside the merged model
+
+
 def classify_error(exc: BaseException) -> tuple[str, str, str]:
     """(kind, message, hint): a collective that failed because another rank went away, else
     the engine-wide classification (engine/errors.py)."""
@@ -34,8 +37,10 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
     import mlx.core as mx
     from engine.data import load_dataset
     from engine.models import load_model, task_refusal
+    from engine.models.adapters import save_adapter
     from engine.models.dropout import dropout_values
     from engine.models.memory import training_memory
+    from engine.models.saving import is_embedding
     from engine.training.trainer import Trainer
 
     args, dargs = cfg.training, cfg.data
@@ -102,6 +107,10 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
         if refusal:   # a Hub model that was not on this machine when the config was built
             raise errors.UsageError(refusal)
         record["dropout"] = dropout_values(model)  # what training uses: the config's values or --dropout
+        if args.save_adapter and is_embedding(model) and (model.dense or model.info.late_interaction):
+            raise errors.UsageError("--save-adapter writes the encoder's adapter only, and this model also trains a "
+                                    "Dense projection that it would lose. Leave --save-adapter off: the output holds "
+                                    "the merged model.")
         if main:
             work, locks = _prepare_output(out, overwrite, args.resume_from_checkpoint, record, emit)
         started = True
@@ -119,7 +128,9 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
             if not main:
                 return {**record, "status": "finished", "final_step": result["step"]}
         emit("phase", name="saving")
-        _save_model(model, tokenizer, work)
+        _save_model(model, tokenizer, work)   # adapters merged: plain full weights
+        if args.save_adapter:
+            save_adapter(model, work / ADAPTER_DIR, cfg.model, is_embedding(model))
         record.update(status="stopped" if result["stopped_early"] else "finished", ended=time.time(),
                       metrics=result["metrics"], final_step=result["step"], best_step=result["best_step"],
                       history=history)

@@ -11,6 +11,7 @@ import engine  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
+from engine.models.adapters import apply_training_adapters
 from engine.training.checkpoint import load_checkpoint, pick_checkpoint, rotate_checkpoints, save_checkpoint
 from engine.data import LengthGroupedBatchSampler, normalize_task, tokenize_dataset
 from engine.data.collators import collator_for
@@ -120,7 +121,8 @@ class Trainer:
         options = {"mini_batch_size": a.mini_batch_size} if a.loss == "cached_mnrl" else {}
         loss = select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
                            num_negatives=negatives, is_regression=bool(self.label_info and self.label_info.is_regression),
-                           is_multi_label=multi_label, class_weights=weights, loss_name=a.loss, **options)
+                           is_multi_label=multi_label, class_weights=weights, loss_name=a.loss,
+                           matryoshka_dims=a.matryoshka_dims, matryoshka_weights=a.matryoshka_weights, **options)
         if gather and hasattr(loss, "gather_across_ranks"):  # in-batch negatives from the global batch
             loss.gather_across_ranks = True
         return loss
@@ -154,6 +156,7 @@ class Trainer:
 
         if a.freeze_embeddings:
             freeze_embeddings(model)
+        apply_training_adapters(model, a.to_dict())  # lora_rank > 0: only adapters and the head train
         model.set_grad_checkpoint(a.grad_checkpoint)
         model.train()  # dropout on for the steps; evaluation switches to eval mode and back
         gather = world.size > 1 and a.gather_across_ranks
@@ -328,7 +331,8 @@ class Trainer:
             count += rows
             batches.append(batch)
         metrics = {"eval_loss": total / max(count, 1)}
-        metrics.update(evaluate_batches(self.task, self.model, batches, self.label_info))
+        metrics.update(evaluate_batches(self.task, self.model, batches, self.label_info,
+                                        matryoshka_dims=self.args.matryoshka_dims))
         self.model.train(training)
         return metrics
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QRadioButton, QScrollArea, QToolButton, QVBoxLayout, QWidget)
 
 from engine.models import memory, spec_for, task_refusal
@@ -14,13 +14,13 @@ from engine.tasks import EMBEDDING_TASKS
 from raclate_app import theme
 from raclate_app.forms import ADVANCED, BASIC, SettingsForm, training_field, write_editor
 from raclate_app.memory import suggestion, verdict
-from raclate_app.model_info import summarize
 from raclate_app.tasks import APP_TASKS
 from raclate_app.widgets.distributed import DistributedSection
+from raclate_app.widgets.model_picker import ModelBox
 
-DEFAULT_LABEL = "default — all-MiniLM-L6-v2 (built in)"
 # The attention control's choices → TrainingArgs.bidirectional
 ATTENTION = {"as the model's config says": None, "bidirectional": True, "causal": False}
+LORA_RANK = 16   # what "Train adapters only (LoRA)" sets; the advanced settings change it
 PROMPTS = ("query_prompt", "document_prompt")   # applied by embedding models only (the engine refuses others)
 
 
@@ -37,11 +37,7 @@ class ModelPage(QWidget):
         self.available, self.available_source = memory.machine_memory()
         self.task_group = QButtonGroup(self)
         self.task_buttons: dict[str, QRadioButton] = {}
-        self.model_combo = QComboBox(editable=True)
-        self.model_combo.setMinimumContentsLength(28)
-        self.model_combo.lineEdit().setPlaceholderText("default, a folder, or a Hub id such as BAAI/bge-small-en-v1.5")
-        self.folder_button = QPushButton("Choose folder…")
-        self.model_info = QLabel(wordWrap=True)
+        self.model_box = ModelBox()
         self.preset_label = QLabel(wordWrap=True)
         self.preset: tuple[str, dict] | None = None   # (family, values) of the preset last applied
         self.task_problem = QLabel(wordWrap=True)   # a task this family's output could not be loaded for
@@ -53,6 +49,9 @@ class ModelPage(QWidget):
         self.attention_combo.setToolTip(training_field("bidirectional").metadata["help"])
         self.basic = SettingsForm(BASIC)
         self.advanced = SettingsForm(ADVANCED)
+        # Sets the advanced form's lora_rank (LORA_RANK when on, 0 off); the form keeps rank, alpha and targets.
+        self.lora_check = QCheckBox("Train adapters only (LoRA)")
+        self.lora_check.setToolTip(training_field("lora_rank").metadata["help"])
         self.advanced.hide()
         self.advanced_toggle = QToolButton(text="Advanced settings", checkable=True)
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -92,12 +91,8 @@ class ModelPage(QWidget):
         grid.setColumnStretch(1, 1)
 
         model = QGroupBox("Model")
-        row = QHBoxLayout()
-        row.addWidget(self.model_combo, 1)
-        row.addWidget(self.folder_button)
         model_layout = QVBoxLayout(model)
-        model_layout.addLayout(row)
-        model_layout.addWidget(self.model_info)
+        model_layout.addWidget(self.model_box)
         model_layout.addWidget(self.preset_label)
         attention_row = QHBoxLayout()
         attention_row.addWidget(QLabel("Attention"))
@@ -109,6 +104,7 @@ class ModelPage(QWidget):
         settings = QGroupBox("Training settings")
         s_layout = QVBoxLayout(settings)
         s_layout.addWidget(self.basic)
+        s_layout.addWidget(self.lora_check)
         s_layout.addWidget(self.advanced_toggle)
         s_layout.addWidget(self.advanced)
         s_layout.addWidget(self.distributed)
@@ -143,12 +139,11 @@ class ModelPage(QWidget):
 
     def _connect(self) -> None:
         p = self.project
-        self.model_combo.activated.connect(lambda _i: p.set_model(self.chosen_model()))
-        self.model_combo.lineEdit().editingFinished.connect(lambda: p.set_model(self.chosen_model()))
-        self.folder_button.clicked.connect(self.choose_folder)
+        self.model_box.model_chosen.connect(p.set_model)
         self.attention_combo.currentIndexChanged.connect(
             lambda _i: p.set_training({"bidirectional": ATTENTION[self.attention_combo.currentText()]}))
         self.advanced_toggle.toggled.connect(self.on_advanced_toggled)
+        self.lora_check.toggled.connect(self.on_lora_toggled)
         # The Train page starts its supervised child through `raclate launch` with these options.
         self.distributed.settings_changed.connect(
             lambda: setattr(p, "launch_args", self.distributed.launch_args()))
@@ -158,6 +153,7 @@ class ModelPage(QWidget):
         self.next_button.clicked.connect(self.next_requested)
         p.task_changed.connect(self.on_task_changed)
         p.model_changed.connect(self.on_model_changed)
+        p.model_checked.connect(self.on_model_checked)
         p.training_changed.connect(self.on_training_changed)
         p.mapping_changed.connect(self.update_memory)
         for sig in (p.report_changed, p.validation_started, p.mapping_changed, p.source_changed):
@@ -189,56 +185,28 @@ class ModelPage(QWidget):
             self.on_form_changed()
 
     def _fill_models(self) -> None:
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        self.model_combo.addItem(DEFAULT_LABEL, "default")
-        for name in self.project.settings.recent("models"):
-            if name != "default":
-                self.model_combo.addItem(name, name)
-        self.model_combo.blockSignals(False)
-
-    def chosen_model(self) -> str:
-        text = self.model_combo.currentText().strip()
-        index = self.model_combo.findText(text)
-        return self.model_combo.itemData(index) if index >= 0 else (text or "default")
-
-    def choose_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Choose a model folder (with config.json)")
-        if path:
-            self.project.set_model(path)
+        self.model_box.set_recent(self.project.settings.recent("models"))
 
     def on_model_changed(self, name: str) -> None:
-        index = self.model_combo.findData(name)
-        if index < 0:
-            self.model_combo.addItem(name, name)
-            index = self.model_combo.count() - 1
-        self.model_combo.blockSignals(True)
-        self.model_combo.setCurrentIndex(index)
-        self.model_combo.blockSignals(False)
-        self.model_info.setText("Reading the model's config.json …")
-        self.project.worker.submit("summary", summarize, name, on_done=lambda s: self.on_summary(name, s),
-                                   on_error=lambda exc: self.on_summary(name, None))
+        self.summary = None
+        self.model_box.show_model(name)
+        self.on_model_checked()
 
-    def on_summary(self, name: str, summary) -> None:
-        if name != self.project.model:
+    def on_model_checked(self) -> None:
+        """The project's check of the model: its summary, preset and memory estimate, or why training
+        could not start from it (None: still checking)."""
+        check = self.project.model_check
+        if check is not None and check.name != self.project.model:
             return
-        self.summary = summary
-        if summary is None and _looks_like_path(name):
-            self.model_info.setText(f"<span style='color:{theme.hex_of(theme.status_color('over'))}'>"
-                                    f"There is no folder {name}. Choose the folder that holds config.json, "
-                                    "or type a Hub id such as BAAI/bge-small-en-v1.5.</span>")
-            self.preset_label.clear()
-        elif summary is None:
-            self.model_info.setText("Not on this machine yet: the model is downloaded from the Hugging Face Hub "
-                                    "when training starts. No preset or memory estimate until then.")
-            self.preset_label.clear()
-        elif not summary.config:
-            self.model_info.setText(f"<span style='color:{theme.hex_of(theme.status_color('over'))}'>"
-                                    f"{summary.folder} has no config.json: pick the folder that holds it.</span>")
-            self.preset_label.clear()
-        else:
-            self.model_info.setText(summary.describe())
+        self.model_box.show_check(check)
+        self.summary = check.summary if check else None
+        if check is not None and check.problem is None:
+            self._fill_models()   # the project offers it among the recent models now
+            self.model_box.show_model(check.name)
+        if self.summary is not None and self.summary.config:
             self.apply_preset()
+        else:
+            self.preset_label.clear()
         self.update_family_controls()
         self.update_memory()
 
@@ -268,6 +236,9 @@ class ModelPage(QWidget):
             for name, editor in form.editors.items():
                 if name in self.project.training and read_editor(editor) != self.project.training[name]:
                     write_editor(editor, self.project.training[name])
+        self.lora_check.blockSignals(True)
+        self.lora_check.setChecked(bool(self.project.training.get("lora_rank")))
+        self.lora_check.blockSignals(False)
         index = list(ATTENTION.values()).index(self.project.training.get("bidirectional"))
         if index != self.attention_combo.currentIndex():
             self.attention_combo.blockSignals(True)
@@ -313,6 +284,11 @@ class ModelPage(QWidget):
         self.distributed.setVisible(on)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
 
+    def on_lora_toggled(self, on: bool) -> None:
+        rank = self.advanced.values()["lora_rank"]
+        if on != bool(rank):
+            self.advanced.set_values({"lora_rank": LORA_RANK if on else 0})   # → on_form_changed, memory
+
     def on_form_changed(self, _values=None) -> None:
         self.project.set_training({**self.basic.values(), **self.advanced.values()})
         self.update_preset_line()
@@ -326,7 +302,7 @@ class ModelPage(QWidget):
             texts = max(2, sum(1 for r in p.engine_columns() if r.startswith(("text", "negative"))))
         return {"texts_per_example": texts, "grad_checkpoint": bool(values["grad_checkpoint"]),
                 "freeze_embeddings": bool(values["freeze_embeddings"]),
-                "vocab_logits": p.task.engine_task == "masked-lm"}
+                "vocab_logits": p.task.engine_task == "masked-lm", "lora_rank": int(values.get("lora_rank") or 0)}
 
     def update_memory(self) -> None:
         s = self.summary
@@ -369,11 +345,6 @@ class ModelPage(QWidget):
         level = self.project.blocking_level(problem)
         color = theme.muted_text() if level == "unknown" else theme.status_color(level)
         self.blocking.setText(f"<span style='color:{theme.hex_of(color)}'>{problem or '✓ Ready to train.'}</span>")
-
-
-def _looks_like_path(name: str) -> bool:
-    import os
-    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) or name.count("/") > 1
 
 
 if __name__ == "__main__":

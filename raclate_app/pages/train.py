@@ -118,7 +118,8 @@ class TrainPage(QWidget):
         self.export_button.clicked.connect(lambda: self.export_requested.emit(self.saved_model()))
         self.result_label.linkActivated.connect(lambda _link: self.open_output())
         for sig in (project.report_changed, project.validation_started, project.mapping_changed,
-                    project.source_changed, project.task_changed, project.model_changed, project.training_changed):
+                    project.source_changed, project.task_changed, project.model_changed, project.training_changed,
+                    project.model_checked):
             sig.connect(self.refresh)
         self.set_phase(None)
         self.result_label.setText(self._muted("No run yet. Press Start training: progress and live plots appear "

@@ -1,12 +1,16 @@
-"""ModelPicker: which model the Evaluate and Playground pages use — a run's final model, one of its
-checkpoints (with the step and the metrics it had), or any model folder."""
+"""Model choosers. ModelPicker: which model the Evaluate and Playground pages use — a run's final model,
+one of its checkpoints (with the step and the metrics it had), or any model folder. ModelBox: the model
+the Model page trains from — a recommended one, a folder or a Hub id, checked before the page says ready."""
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from engine.defaults import DEFAULT_MODEL_NAME
+from engine.models import family_specs
 from raclate_app import theme
 from raclate_app.evaluation import ModelChoice
 from raclate_app.tasks import get_task
@@ -122,3 +126,120 @@ class ModelPicker(QWidget):
             base_text = f" · started from {'all-MiniLM-L6-v2 (built in)' if base == 'default' else base}" if base else ""
             self.info.setText(f"<span style='color:{muted}'>{choice.path}{base_text}</span>")
         self.choice_changed.emit(choice)
+
+
+BUILT_IN = "all-MiniLM-L6-v2 (built in)"
+WHERE = {"built in": "built in, nothing to download", "cache": "in the Hugging Face cache on this machine",
+         "hub": "not on this machine yet: downloaded from the Hugging Face Hub when training starts"}
+
+
+def size_text(parameters: int) -> str:
+    """22.7M, 149M, 1.2B: what the recommendations and summaries call a model's size."""
+    if parameters >= 1e9:
+        return f"{parameters / 1e9:.1f}B"
+    return f"{parameters / 1e6:.1f}M" if parameters < 1e8 else f"{parameters / 1e6:.0f}M"
+
+
+def recommended_models() -> list[tuple[str, str, str]]:
+    """(model name, shown text, what it is good for) of every family's recommended checkpoints, smallest
+    first; the embedded model is "default", marked built in."""
+    rows = []
+    for spec in family_specs().values():
+        for rec in spec.recommended:
+            built_in = rec.model_id == DEFAULT_MODEL_NAME
+            label = BUILT_IN if built_in else rec.model_id
+            rows.append((rec.parameters, "default" if built_in else rec.model_id,
+                         f"{label} — {size_text(rec.parameters)}, {spec.name}: {rec.good_for}", rec.good_for))
+    return [row[1:] for row in sorted(rows)]
+
+
+class ModelBox(QWidget):
+    """The Model page's model box: the recommended models of each family (size and what each is good for,
+    from the family specs), the recent ones, a folder, or a Hub id typed in. It shows the project's
+    check of the model (raclate_app.model_info.check_model): what it is, where it comes from, or why
+    training could not start from it."""
+    model_chosen = Signal(str)   # a model name: "default", a folder or a Hub id; never empty
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.combo = QComboBox(editable=True)
+        # Return must not add the typed text as an item without a model name (it became "None").
+        self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.combo.setMinimumContentsLength(28)
+        self.combo.lineEdit().setPlaceholderText("a recommended model, a folder, or a Hub id such as "
+                                                 "BAAI/bge-small-en-v1.5")
+        self.combo.setToolTip("Pick a recommended model, type a Hub id (owner/name) or a folder and press Return.")
+        self.folder_button = QPushButton("Choose folder…")
+        self.folder_button.setToolTip("A model folder with config.json and .safetensors weights.")
+        self.info = QLabel(wordWrap=True)
+        self.recommended = recommended_models()
+        row = QHBoxLayout()
+        row.addWidget(self.combo, 1)
+        row.addWidget(self.folder_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.info)
+        self.combo.activated.connect(lambda _i: self.model_chosen.emit(self.chosen_model()))
+        self.combo.lineEdit().editingFinished.connect(lambda: self.model_chosen.emit(self.chosen_model()))
+        self.folder_button.clicked.connect(self.choose_folder)
+        self.set_recent([])
+
+    def set_recent(self, names) -> None:
+        """The list: the recommended models, then the recent ones; what the box shows stays."""
+        text = self.combo.currentText()
+        listed = {name for name, _, _ in self.recommended}
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for name, label, good_for in self.recommended:
+            self.combo.addItem(label, name)
+            self.combo.setItemData(self.combo.count() - 1, f"{name}: {good_for}", Qt.ItemDataRole.ToolTipRole)
+        recent = [n for n in names if n and n not in listed]
+        if recent:
+            self.combo.insertSeparator(self.combo.count())
+            for name in recent:
+                self.combo.addItem(name, name)
+        self.combo.setEditText(text)
+        self.combo.blockSignals(False)
+        view = self.combo.view()   # the popup as wide as its longest line: sizes and uses unelided
+        view.setMinimumWidth(view.sizeHintForColumn(0) + view.verticalScrollBar().sizeHint().width() + 8)
+
+    def chosen_model(self) -> str:
+        """The model for what the box shows: a listed item's model, else the text as typed."""
+        text = self.combo.currentText().strip()
+        index = self.combo.findText(text)
+        return (self.combo.itemData(index) if index >= 0 else None) or text or "default"
+
+    def show_model(self, name: str) -> None:
+        """Show the project's model (its list item, else its name) without emitting model_chosen."""
+        index = self.combo.findData(name)
+        self.combo.blockSignals(True)
+        if index >= 0:
+            self.combo.setCurrentIndex(index)
+        self.combo.setEditText(self.combo.itemText(index) if index >= 0 else name)
+        self.combo.blockSignals(False)
+
+    def choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a model folder (with config.json)")
+        if path:
+            self.model_chosen.emit(path)
+
+    def show_check(self, check) -> None:
+        """What the check found (None: still checking): the model's summary and where it comes from, or
+        in red why training could not start from it."""
+        muted = theme.hex_of(theme.muted_text())
+        if check is None:
+            self.info.setText(f"<span style='color:{muted}'>Checking the model …</span>")
+            return
+        summary = check.summary.describe() if check.summary and check.summary.config else ""
+        if check.problem:
+            red = theme.hex_of(theme.status_color("over"))
+            self.info.setText(f"<span style='color:{red}'>{escape(check.problem)}</span>"
+                              + (f"<br>{escape(summary)}" if summary else ""))
+            return
+        good_for = next((g for name, _, g in self.recommended if name == check.name), None)
+        where = WHERE.get(check.where) or (str(check.summary.folder) if check.summary else "")
+        lines = [summary or "No config.json yet: no preset or memory estimate until the download.",
+                 f"<span style='color:{muted}'>{escape(where)}" + (f" · good for {escape(good_for)}" if good_for
+                                                                  else "") + "</span>"]
+        self.info.setText("<br>".join(lines))

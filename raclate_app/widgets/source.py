@@ -146,8 +146,9 @@ class EmptyState(QFrame):
         self.demo_button = QPushButton("Try the demo dataset")
         self.demo_button.setDefault(True)
         self.demo_button.setMinimumHeight(36)
-        demo_text = QLabel("320 question → answer pairs, the sentence-similarity task and the built-in "
-                           "all-MiniLM-L6-v2 model: press Train right after.", wordWrap=True,
+        demo_text = QLabel("403 French questions about Linux commands → the English descriptions of their "
+                           "manual pages, 100 held out: the built-in all-MiniLM-L6-v2 finds few of them before "
+                           "training. Press Train right after.", wordWrap=True,
                            alignment=Qt.AlignmentFlag.AlignCenter)
         demo_text.setStyleSheet(f"color: {theme.hex_of(theme.muted_text())}")
         self.recent_box = QVBoxLayout()
