@@ -133,8 +133,14 @@ def test_stop_leaves_a_checkpoint_and_quit_is_guarded(qtbot, window, tiny_model,
 
 @pytest.mark.slow
 def test_crashing_child_shows_its_error_and_the_app_keeps_working(qtbot, window, tmp_path, screenshots):
-    missing = str(tmp_path / "no-such-model")
-    train = prepare(qtbot, window, missing)
+    # A folder that passes the Model page's check (config and tokenizer read fine) but whose weights are
+    # corrupt: only the child, loading them, fails.
+    import shutil
+    from engine.defaults import default_model_dir
+    broken = tmp_path / "no-such-model"
+    shutil.copytree(default_model_dir(), broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    train = prepare(qtbot, window, str(broken))
     failures = []
     assert train.start()
     train.supervisor.run_failed.connect(failures.append)

@@ -56,7 +56,6 @@ class EvaluatePage(QWidget):
         self.file_mapping: dict[str, str] = {}
         self.result: dict | None = None
         self.picker = ModelPicker("Model")
-        self.followed: str | None = None   # a new run's model, selected when the list of runs next arrives
         self.use_validation = QRadioButton("The run's validation split")
         self.use_file = QRadioButton("Another file")
         group = QButtonGroup(self)
@@ -135,14 +134,11 @@ class EvaluatePage(QWidget):
 
     def follow_run(self, path: str) -> None:
         """Select the model of a run that just ended, once the fresh list of runs holds it."""
-        self.followed = path
+        self.picker.follow(path)
         self.refresh_runs()
 
     def on_runs_scanned(self, runs) -> None:
         self.picker.set_runs(runs)
-        if self.followed:
-            self.picker.select_path(self.followed)
-            self.followed = None
 
     def select_model(self, path: str) -> None:
         self.picker.select_path(path)

@@ -65,7 +65,6 @@ class PlaygroundPage(QWidget):
         self.loaded_choice = None
         self.last: dict | None = None
         self.picker = ModelPicker("Model")
-        self.followed: str | None = None   # a new run's model, selected when the list of runs next arrives
         self.state = QLabel(wordWrap=True)
         self.busy = QProgressBar(minimum=0, maximum=0, textVisible=False)
         self.busy.setFixedWidth(300)   # room for "Encoding documents: 12,345 of 100,000"
@@ -206,14 +205,11 @@ class PlaygroundPage(QWidget):
 
     def follow_run(self, path: str) -> None:
         """Select the model of a run that just ended, once the fresh list of runs holds it."""
-        self.followed = path
+        self.picker.follow(path)
         self.refresh_runs()
 
     def on_runs_scanned(self, runs) -> None:
         self.picker.set_runs(runs)
-        if self.followed:
-            self.picker.select_path(self.followed)
-            self.followed = None
 
     def select_model(self, path: str) -> None:
         self.picker.select_path(path)

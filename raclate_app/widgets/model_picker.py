@@ -37,6 +37,7 @@ class ModelPicker(QWidget):
         self.refresh_button.setToolTip("Look for new runs in the runs folder.")
         self.info = QLabel(wordWrap=True)
         self.runs = []
+        self.followed: str | None = None   # a new run's model, selected when the list of runs next arrives
         self.extra: list[ModelChoice] = []   # chosen folders that are not (or no longer) in the runs
         row = QHBoxLayout()
         row.addWidget(QLabel(f"<b>{title}</b>"))
@@ -80,7 +81,15 @@ class ModelPicker(QWidget):
         if not self.combo.count():
             self.combo.addItem("No trained models yet: train one, or choose a model folder", None)
         self.combo.blockSignals(False)
-        self.select(keep)
+        if self.followed:
+            followed, self.followed = self.followed, None
+            self.select_path(followed)
+        else:
+            self.select(keep)
+
+    def follow(self, path: str) -> None:
+        """Select the model at ``path`` (a run that just ended) once the next list of runs arrives."""
+        self.followed = path
 
     def select(self, choice: ModelChoice | None) -> None:
         """Select ``choice`` (added as a folder when it is not in the list); None → the first item."""
