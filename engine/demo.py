@@ -43,7 +43,7 @@ JOBS = {
     # README are the app's as well.
     "retrieval": Job("commands", "sentence-similarity", "100 held-out questions about other commands",
                      ("ndcg@10", "mrr@10", "recall@1", "recall@10", "eval_loss"),
-                     {"num_train_epochs": 2.0, "lr_scheduler_type": "constant", "warmup_ratio": 0.1}),
+                     {"num_train_epochs": 1.5, "lr_scheduler_type": "constant", "warmup_ratio": 0.1}),
 }
 
 
