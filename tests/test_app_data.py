@@ -6,20 +6,10 @@ import time
 
 import pytest
 
-from tests.test_app_support import (app_settings, drop_paths, project, screenshots, shot, wait_checked,  # noqa: F401
+from tests.test_app_support import (app_settings, data_page, drop_paths, project, screenshots, shot, wait_checked,  # noqa: F401
                                     wait_idle, window, write_jsonl)
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def data_page(qtbot, project):
-    from raclate_app.pages.data import DataPage
-    page = DataPage(project)
-    qtbot.addWidget(page)
-    page.resize(1280, 820)
-    page.show()
-    return page
 
 
 def test_drop_shows_preview_and_whole_word_guess(qtbot, data_page, project, tmp_path, screenshots):

@@ -165,3 +165,13 @@ class Heartbeat:
         return (f"{len(self.gaps)} ticks, worst gap {self.gaps[i]:.1f} ms at {self.at[i]:.2f} s (GUI thread on CPU "
                 f"for {self.cpu[i]:.1f} ms of it), 99th percentile {np.percentile(self.gaps, 99):.1f} ms, gaps > 50 ms: "
                 f"{sum(g > 50 for g in self.gaps)}, load average {os.getloadavg()[0]:.1f}")
+
+
+@pytest.fixture
+def data_page(qtbot, project):
+    from raclate_app.pages.data import DataPage
+    page = DataPage(project)
+    qtbot.addWidget(page)
+    page.resize(1280, 820)
+    page.show()
+    return page

@@ -7,21 +7,11 @@ import json
 
 import pytest
 
-from tests.test_app_support import (app_settings, drop_paths, project, screenshots, shot, wait_checked,  # noqa: F401
+from tests.test_app_support import (app_settings, data_page, drop_paths, project, screenshots, shot, wait_checked,  # noqa: F401
                                     wait_idle, window, write_jsonl)
 
 pytestmark = pytest.mark.gui
 CATEGORIES = ("sports", "tech", "politics", "business")
-
-
-@pytest.fixture
-def data_page(qtbot, project):
-    from raclate_app.pages.data import DataPage
-    page = DataPage(project)
-    qtbot.addWidget(page)
-    page.resize(1280, 820)
-    page.show()
-    return page
 
 
 def ratings_csv(path, n=60):
