@@ -1,16 +1,20 @@
-"""Peak memory and examples/s: full fine-tuning vs LoRA (and DoRA) on a Qwen3-shaped embedding model with
+"""Peak memory and examples/s: full fine-tuning vs LoRA, DoRA and QLoRA on a Qwen3-shaped embedding model with
 random weights and Qwen3-Embedding-0.6B's real shapes (hidden 1024, 16 query / 8 key-value heads of 128,
 MLP 3072, vocabulary 151,669), fewer layers by default. Each configuration runs in its own process, one
 after the other, in one run (clean peak memory; compare only numbers from the same run).
 
     python benchmarks/lora_memory.py [--layers 4] [--batch-size 8] [--max-length 128] [--steps 12] [--rank 16]
+        [--kinds full,lora,dora,qlora4,qlora8]
 
 Training: MNRL on the demo question/answer pairs, AdamW, the engine's compiled step. Columns: trainable
-parameters, examples/s over the steps after the first 2 (compilation), and MLX's peak memory.
+parameters, examples/s over the steps after the first 2 (compilation), the memory the model holds when
+ready to train, and MLX's peak memory from that moment (the adapters added and, for QLoRA, the base quantized: loading
+itself reads the float weights in every kind).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import subprocess
@@ -23,7 +27,8 @@ CONFIG = {"model_type": "qwen3", "architectures": ["Qwen3Model"], "vocab_size": 
           "intermediate_size": 3072, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
           "hidden_act": "silu", "max_position_embeddings": 32_768, "rms_norm_eps": 1e-6, "rope_theta": 1_000_000,
           "tie_word_embeddings": True, "pad_token_id": 0}
-KINDS = {"full": {}, "lora": {"lora_rank": None}, "dora": {"lora_rank": None, "dora": True}}
+KINDS = {"full": {}, "lora": {"lora_rank": None}, "dora": {"lora_rank": None, "dora": True},
+         "qlora4": {"lora_rank": None, "quantize_base": 4}, "qlora8": {"lora_rank": None, "quantize_base": 8}}
 
 
 def make_model(folder: Path, layers: int) -> None:
@@ -48,24 +53,29 @@ def run_one(folder: str, kind: str, args) -> dict:
     import mlx.core as mx
     from engine.defaults import RESOURCES_DIR
     from engine.models import load_model
+    from engine.models.adapters import apply_training_adapters
     from engine.training.args import TrainingArgs
     from engine.training.trainer import Trainer
     lines = (RESOURCES_DIR / "demo" / "pairs.jsonl").read_text().splitlines()
     rows = [{"text": r["question"], "text_pair": r["answer"]} for r in map(json.loads, lines)]
     extra = {k: (args.rank if v is None else v) for k, v in KINDS[kind].items()}
     model, tok = load_model(folder, "feature-extraction")
-    mx.reset_peak_memory()
     events = []
     training = TrainingArgs(batch_size=args.batch_size, max_length=args.max_length, max_steps=args.steps,
                             logging_steps=1, save_steps=0, learning_rate=1e-4, **extra)
+    apply_training_adapters(model, training.to_dict())   # the Trainer keeps what it finds
+    gc.collect()
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    ready = mx.get_active_memory()
     trainer = Trainer(model, tok, "feature-extraction", training, datasets.Dataset.from_list(rows),
                       callbacks=[events.append])
     trainer.train()
     steps = [e for e in events if e["event"] == "step"][2:]
     started = next(e for e in events if e["event"] == "run_started")
-    return {"kind": kind, "trainable": started["trainable_parameters"], "total": started["total_parameters"],
+    return {"kind": kind, "trainable": started["trainable_parameters"],
             "examples_per_s": sum(s["examples_per_s"] for s in steps) / len(steps),
-            "peak_memory_gb": mx.get_peak_memory() / 1e9}
+            "ready_gb": ready / 1e9, "peak_memory_gb": mx.get_peak_memory() / 1e9}
 
 
 def main() -> None:
@@ -75,26 +85,29 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--kinds", default="full,lora,dora")
+    p.add_argument("--kinds", default="full,lora,dora,qlora4,qlora8")
     p.add_argument("--child", nargs=2, metavar=("FOLDER", "KIND"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(run_one(*args.child, args)))
         return
+    from engine.models.loading import safetensors_parameters
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "qwen3-shaped"
         make_model(folder, args.layers)
+        parameters = safetensors_parameters(folder)   # the float model's count (a quantized base packs 8 in one)
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("child", "kinds")]
         results = []
         for kind in args.kinds.split(","):
             out = subprocess.run([sys.executable, __file__, *flags, "--child", str(folder), kind], cwd=ROOT,
                                  capture_output=True, text=True, check=True)
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"Qwen3-shaped, {args.layers} layers, {results[0]['total'] / 1e6:.0f}M parameters; batch {args.batch_size} "
+    print(f"Qwen3-shaped, {args.layers} layers, {parameters / 1e6:.0f}M parameters; batch {args.batch_size} "
           f"pairs × {args.max_length} tokens; rank {args.rank}")
-    print(f"{'kind':6} {'trainable':>12} {'examples/s':>11} {'peak GB':>8}")
+    print(f"{'kind':7} {'trainable':>12} {'examples/s':>11} {'model GB':>9} {'peak GB':>8}")
     for r in results:
-        print(f"{r['kind']:6} {r['trainable']:>12,} {r['examples_per_s']:>11.1f} {r['peak_memory_gb']:>8.2f}")
+        print(f"{r['kind']:7} {r['trainable']:>12,} {r['examples_per_s']:>11.2f} {r['ready_gb']:>9.2f} "
+              f"{r['peak_memory_gb']:>8.2f}")
 
 
 if __name__ == "__main__":

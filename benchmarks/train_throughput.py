@@ -3,13 +3,19 @@ size, max length, number of steps and hyperparameters. Each configuration runs i
 (clean peak RSS), one after the other.
 
     python benchmarks/train_throughput.py [--steps 40] [--warmup 5] [--batch-size 16] [--max-length 128]
-        [--only mnrl,clf,mbert-mnrl,mbert-clf] [--kinds peer,ours,ours-eager] [--seeds 0]
+        [--data demo|stdlib] [--only mnrl,clf,mbert-mnrl,mbert-clf,qwen-mnrl,qwen-lora]
+        [--kinds peer,ours,ours-eager] [--seeds 0]
 
-Rows: MNRL on question/answer pairs (resources/demo/pairs.jsonl) and 3-class text classification
-(resources/demo/reviews.csv), on the embedded all-MiniLM-L6-v2 and on a small random ModernBERT (4 layers,
-hidden 256). Every 5th row is held out for evaluation; training cycles over the other rows in epochs (no
-row twice in a batch). Peers: sentence-transformers' trainer (MNRL) and the transformers Trainer
-(classification), PyTorch on the CPU. Ours compiled (the default) and eager.
+Data: ``demo`` = question/answer pairs (resources/demo/pairs.jsonl) for MNRL and 3-class review
+classification (resources/demo/reviews.csv); ``stdlib`` = short term/definition pairs nobody on the team
+wrote (the Python standard library's names and docstring summaries, benchmarks/public_data.py) for MNRL, and
+summary → module (8 classes) for classification. Models: the embedded all-MiniLM-L6-v2; a random ModernBERT
+(``--mbert-shape``, default 6 layers × hidden 384); a random Qwen3-shaped model (8 layers, hidden 768, 12 query
+/ 4 key-value heads of 64, MLP 2048, last-token pooling) trained fully (``qwen-mnrl``) and with LoRA r=16 on
+every attention and MLP projection (``qwen-lora``; the peer: sentence-transformers + peft, same targets).
+Every 5th row is held out for evaluation; training cycles over the other rows in epochs (no row twice in a
+batch). Peers: sentence-transformers' trainer (MNRL) and the transformers Trainer (classification), PyTorch
+on the CPU. Ours compiled (the default) and eager.
 
 Same for all: AdamW lr 5e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0.01, linear schedule with 10%
 warmup, clip 1.0, seed. Differences by design: the peers draw random batches padded to their longest,
@@ -29,7 +35,7 @@ standard deviation of the first metric.
 Kind ``ours-plain-kernels``: this trainer with MLX's compiled CPU kernels built without the vectorising
 flags (``RACLATE_KERNEL_FLAGS=0``, engine/backend.py), in a kernel cache of its own. Before the timed
 runs, each of this trainer's kinds runs 20 untimed steps once per row, so every padded shape's kernels
-are in the cache (a one-time cost per machine, as for a user's second run).
+are in the cache (a one-time cost per machine, as for a user's second run; ``--warm-steps``).
 """
 from __future__ import annotations
 
@@ -53,9 +59,13 @@ LR, WEIGHT_DECAY, WARMUP = 5e-5, 0.01, 0.1
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
 
 
-def rows_for(task: str, split: str = "train") -> list[dict]:
-    """The demo rows of ``task`` ("mnrl" pairs, else classification); every 5th row is the "eval" split."""
-    if task == "mnrl":
+def rows_for(task: str, split: str = "train", data: str = "demo") -> list[dict]:
+    """The rows of ``task`` ("mnrl" pairs, else classification); every 5th row is the "eval" split."""
+    if data == "stdlib":
+        import public_data
+        rows = ([{"text": r["text"], "text_pair": r["text_pair"]} for r in public_data.pairs()] if task == "mnrl"
+                else public_data.labelled())
+    elif task == "mnrl":
         rows = [json.loads(l) for l in (DEMO / "pairs.jsonl").read_text().splitlines() if l.strip()]
         rows = [{"text": r["question"], "text_pair": r["answer"]} for r in rows]
     else:
@@ -66,18 +76,28 @@ def rows_for(task: str, split: str = "train") -> list[dict]:
     return [r for i, r in enumerate(rows) if (i % 5 == 4) == (split == "eval")]
 
 
-def small_modernbert(tmp: Path) -> str:
-    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel
+def random_model(tmp: Path, kind: str, shape: str = "6x384") -> str:
+    """A random-weight ModernBERT (``shape`` = LAYERSxHIDDEN) or Qwen3-shaped model with the bundled
+    tokenizer (its ids fit the vocabulary), saved by transformers so both sides load the same weights."""
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel, Qwen3Config, Qwen3Model
     from engine.defaults import default_model_dir
     import torch
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
-    cfg = ModernBertConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                           num_attention_heads=4, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                           bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
-                           cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id)
-    path = tmp / "modernbert-small"
-    ModernBertModel(cfg).save_pretrained(path)
+    if kind == "mbert":
+        layers, hidden = map(int, shape.split("x"))
+        model = ModernBertModel(ModernBertConfig(
+            vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3 // 2, num_hidden_layers=layers,
+            num_attention_heads=hidden // 64, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, cls_token_id=tok.cls_token_id,
+            sep_token_id=tok.sep_token_id))
+    else:
+        model = Qwen3Model(Qwen3Config(
+            vocab_size=len(tok), hidden_size=768, intermediate_size=2048, num_hidden_layers=8,
+            num_attention_heads=12, num_key_value_heads=4, head_dim=64, max_position_embeddings=4096,
+            pad_token_id=tok.pad_token_id, tie_word_embeddings=True))
+    path = tmp / f"{kind}-{shape}"
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
 
@@ -114,8 +134,8 @@ def classification_metrics(logits, labels) -> dict:
             "loss": _cross_entropy(logits.astype(np.float64), labels)}
 
 
-def label_names(task) -> list[str]:
-    return sorted({r["label"] for r in rows_for(task, "all")}) if task == "clf" else []
+def label_names(task, data) -> list[str]:
+    return sorted({r["label"] for r in rows_for(task, "all", data)}) if task == "clf" else []
 
 
 # -- the children --------------------------------------------------------------------------------
@@ -125,7 +145,11 @@ def dropout_of(model_path) -> dict:
     return {k: v for k, v in config.items() if "dropout" in k}
 
 
-def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None):
+LORA_RANK = 16
+QWEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None, lora=False):
     import numpy as np
     from datasets import Dataset
     import mlx.core as mx
@@ -134,8 +158,9 @@ def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None
     from engine.models import load_model
     from engine.training.trainer import Trainer
     from engine.training.args import TrainingArgs
-    rows, names, label_info = rows_for(task), label_names(task), None
+    rows, names, label_info = rows_for(task, data=a.data), label_names(task, a.data), None
     override = {} if dropout is None else {"dropout": dropout}  # an older --base-root engine has no such setting
+    adapters = {"lora_rank": LORA_RANK, "lora_alpha": LORA_RANK} if lora else {}
     mx.random.seed(a.seed)  # a new classifier head's initial weights follow the seed (as `raclate train`)
     if task == "clf":
         rows = [{"text": r["text"], "label": names.index(r["label"])} for r in rows]
@@ -153,12 +178,12 @@ def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None
     args = TrainingArgs(output_dir="", batch_size=a.batch_size, max_steps=a.steps, learning_rate=LR,
                         weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP, logging_steps=1, save_steps=0,
                         max_length=a.max_length, compile=compile_, seed=a.seed, group_by_length=group_by_length,
-                        **override)
+                        **override, **adapters)
     task_type = "text-classification" if task == "clf" else "sentence-similarity"
     start = time.perf_counter()
     Trainer(model, tok, task_type, args, Dataset.from_list(rows), callbacks=[on_event], label_info=label_info).train()
     train_s = time.perf_counter() - start
-    held = rows_for(task, "eval")
+    held = rows_for(task, "eval", a.data)
     if task == "clf":
         enc = tok([r["text"] for r in held], padding=True, truncation=True, max_length=a.max_length, return_tensors="np")
         logits = np.array(model(mx.array(enc["input_ids"].astype(np.int32)), mx.array(enc["attention_mask"].astype(np.int32))))
@@ -169,7 +194,7 @@ def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None
     return times, losses, train_s, metrics
 
 
-def child_peer(task, model_path, a, dropout=True):
+def child_peer(task, model_path, a, dropout=True, lora=False):
     import numpy as np
     import torch
     from datasets import Dataset
@@ -184,7 +209,7 @@ def child_peer(task, model_path, a, dropout=True):
             if logs and "loss" in logs:
                 losses.append(logs["loss"])
 
-    rows, names, held = rows_for(task), label_names(task), rows_for(task, "eval")
+    rows, names, held = rows_for(task, data=a.data), label_names(task, a.data), rows_for(task, "eval", a.data)
     common = dict(per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=LR,
                   weight_decay=WEIGHT_DECAY, warmup_steps=WARMUP, lr_scheduler_type="linear", max_grad_norm=1.0,
                   logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=a.seed,
@@ -199,8 +224,13 @@ def child_peer(task, model_path, a, dropout=True):
                 model = SentenceTransformer(model_path, device="cpu", **config)
             else:
                 t = Transformer(model_path, config_args=config.get("config_kwargs"))
-                model = SentenceTransformer(modules=[t, Pooling(t.get_word_embedding_dimension()), Normalize()],
+                pooling = "lasttoken" if "qwen" in Path(model_path).name else "mean"   # each family's default
+                model = SentenceTransformer(modules=[t, Pooling(t.get_word_embedding_dimension(), pooling), Normalize()],
                                             device="cpu")
+            if lora:
+                from peft import LoraConfig, get_peft_model
+                model[0].auto_model = get_peft_model(model[0].auto_model, LoraConfig(
+                    r=LORA_RANK, lora_alpha=LORA_RANK, lora_dropout=0.0, target_modules=QWEN_TARGETS))
             model.max_seq_length = a.max_length
             ds = Dataset.from_list([{"anchor": r["text"], "positive": r["text_pair"]} for r in rows])
             trainer = SentenceTransformerTrainer(
@@ -235,17 +265,19 @@ def child_peer(task, model_path, a, dropout=True):
 
 def child(a):
     kind, task, model_name = a.child.split(":", 2)
+    lora = task == "lora"
+    task = "mnrl" if lora else task
     model_path = model_name
     if model_name == "minilm":
         from engine.defaults import default_model_dir
         model_path = str(default_model_dir())
     if kind.startswith("peer"):
-        times, losses, train_s, metrics = child_peer(task, model_path, a, dropout=(kind == "peer"))
+        times, losses, train_s, metrics = child_peer(task, model_path, a, dropout=(kind == "peer"), lora=lora)
     else:
         import engine  # noqa: F401
         times, losses, train_s, metrics = child_ours(task, model_path, a, compile_=(kind != "ours-eager"),
                                                      group_by_length=(kind != "ours-random"),
-                                                     dropout=0.0 if kind == "ours-nodrop" else None)
+                                                     dropout=0.0 if kind == "ours-nodrop" else None, lora=lora)
     w = a.warmup
     rate = a.batch_size * (len(times) - 1 - w) / (times[-1] - times[w]) if len(times) > w + 1 else float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
@@ -271,7 +303,7 @@ def machine() -> str:
 def run_child(kind, task, model, seed, a, env, steps=None):
     cmd = [sys.executable, __file__, "--child", f"{kind}:{task}:{model}", "--steps", str(steps or a.steps),
            "--warmup", str(a.warmup), "--batch-size", str(a.batch_size), "--max-length", str(a.max_length),
-           "--seed", str(seed)]
+           "--seed", str(seed), "--data", a.data]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         print(f"{kind} {task} {model}: failed\n{out.stderr[-3000:]}", flush=True)
@@ -285,10 +317,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=5, help="Steps excluded from timing (compilation, caches).")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--only", default="mnrl,clf,mbert-mnrl,mbert-clf")
+    ap.add_argument("--only", default="mnrl,clf,mbert-mnrl,mbert-clf",
+                    help="Rows, comma-separated; also qwen-mnrl and qwen-lora (Qwen3-shaped, ~0.1B parameters).")
+    ap.add_argument("--data", default="demo", choices=("demo", "stdlib"))
+    ap.add_argument("--mbert-shape", default="6x384", help="The random ModernBERT's LAYERSxHIDDEN.")
     ap.add_argument("--kinds", default="peer,ours,ours-eager",
                     help="Also: ours-random (group_by_length off), ours-plain-kernels, peer-nodrop and ours-nodrop "
                          "(dropout 0 on either side; MiniLM only: ModernBERT's dropout is 0 already).")
+    ap.add_argument("--warm-steps", type=int, default=20,
+                    help="Untimed steps run once per row and kind of this trainer first (kernel caches); 0 = none.")
     ap.add_argument("--seeds", default="0", help="Comma-separated seeds; each row runs once per seed.")
     ap.add_argument("--base-root", help="Also run the engine of this checkout (PYTHONPATH), compiled, as 'base'.")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -300,20 +337,21 @@ def main():
     if a.base_root:
         kinds.append("base")
     tmp = Path(tempfile.mkdtemp())
-    mbert = small_modernbert(tmp) if any(w.startswith("mbert") for w in wanted) else None
-    peer_name = {"mnrl": "sentence-transformers", "clf": "transformers Trainer"}
+    mbert = random_model(tmp, "mbert", a.mbert_shape) if any(w.startswith("mbert") for w in wanted) else None
+    qwen = random_model(tmp, "qwen") if any(w.startswith("qwen") for w in wanted) else None
+    peer_name = {"mnrl": "sentence-transformers", "clf": "transformers Trainer", "lora": "sentence-transformers + peft"}
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    print(f"{machine()}; batch {a.batch_size}, max length {a.max_length}, {a.steps} steps ({a.warmup} untimed), "
-          f"seeds {a.seeds}", flush=True)
+    print(f"{machine()}; data {a.data} ({len(rows_for('mnrl', data=a.data))} training pairs); batch {a.batch_size}, "
+          f"max length {a.max_length}, {a.steps} steps ({a.warmup} untimed), seeds {a.seeds}", flush=True)
     from engine.defaults import default_model_dir
-    models = {"MiniLM-L6": default_model_dir(), "ModernBERT-small": mbert}
+    models = {"MiniLM-L6": default_model_dir(), f"ModernBERT-{a.mbert_shape}": mbert, "Qwen3-shaped": qwen}
     print("dropout, peer and ours alike (each model's config; the -nodrop kinds: 0): "
           + "; ".join(f"{name} {dropout_of(path) or 'none'}" for name, path in models.items() if path), flush=True)
     print(f"{'row':<52} {'examples/s':>10} {'vs peer':>8} {'peak RSS':>9} {'final loss':>10} {'train s':>8}  held-out")
     for row in wanted:
         task = row.split("-")[-1]
-        model = mbert if row.startswith("mbert") else "minilm"
-        label = ("ModernBERT-small " if row.startswith("mbert") else "MiniLM-L6 ") + task.upper()
+        model = {"mbert": mbert, "qwen": qwen}.get(row.split("-")[0], "minilm")
+        label = {"mbert": f"ModernBERT-{a.mbert_shape} ", "qwen": "Qwen3-shaped "}.get(row.split("-")[0], "MiniLM-L6 ") + task.upper()
         results = {}
         child_envs = {kind: dict(env) for kind in kinds}
         if "base" in kinds:
@@ -322,11 +360,11 @@ def main():
             (tmp / "plain-kernels").mkdir(exist_ok=True)
             child_envs["ours-plain-kernels"].update(RACLATE_KERNEL_FLAGS="0", TMPDIR=str(tmp / "plain-kernels"))
         for kind in kinds:  # warm the compiled-kernel caches
-            if kind not in ("peer", "peer-nodrop"):
-                run_child(CHILD_KIND.get(kind, kind), task, model, seeds[0], a, child_envs[kind], steps=20)
+            if kind not in ("peer", "peer-nodrop") and a.warm_steps:
+                run_child(CHILD_KIND.get(kind, kind), task, model, seeds[0], a, child_envs[kind], steps=a.warm_steps)
         for seed in seeds:
             for kind in kinds:
-                if kind in ("peer-nodrop", "ours-nodrop") and row.startswith("mbert"):
+                if kind in ("peer-nodrop", "ours-nodrop") and not row.startswith(("mnrl", "clf")):
                     continue
                 r = run_child(CHILD_KIND.get(kind, kind), task, model, seed, a, child_envs[kind])
                 if r is not None:

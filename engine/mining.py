@@ -17,6 +17,12 @@ negatives (a candidate that is really another answer), as sentence-transformers'
 The ``num_negatives`` best candidates left become the pair's negatives. The summary counts the
 candidates each rule removed (a candidate both remove counts for both) and keeps the closest removed
 ones, with their scores, for a person to review.
+
+A cross-encoder (a pair classification or regression model, ``load_cross_encoder``) can rescore: the
+embedding model still picks the rank window, then the cross-encoder scores each (anchor, candidate) and
+(anchor, positive) pair, the rules compare its scores, and the window is taken best first by them, as
+sentence-transformers' mine_hard_negatives does with its ``cross_encoder``. Reading the pair together
+it is the better judge of what is really another answer, at the cost of one forward pass per pair.
 """
 from __future__ import annotations
 
@@ -27,10 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
+import mlx.core as mx
+
+from engine.data.inputs import tokenize_texts
 from engine.data.mapping import apply_columns, resolve_columns
 from engine.data.reading import read_file
 from engine.errors import DataError, UsageError
 from engine.files import atomic_write, write_json
+from engine.inference.encode import max_length_of
+from engine.inference.loading import load_for_task, untrained_head
 from engine.inference.search import score_blocks
 
 FORMATS = ("triplet", "n-tuple")
@@ -44,10 +55,10 @@ class Mined:
     summary: dict
 
 
-def read_pairs(path, columns: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """(anchor, positive) of each row of a data file: the text and text_pair roles, guessed from the
-    column names unless ``columns`` ({role: column}) says."""
-    ds, _ = read_file(path)
+def read_pairs(path, columns: dict[str, str] | None = None, encoding: str | None = None) -> list[tuple[str, str]]:
+    """(anchor, positive) of each row of a data file (in its text ``encoding``, default UTF-8): the
+    text and text_pair roles, guessed from the column names unless ``columns`` ({role: column}) says."""
+    ds, _ = read_file(path, encoding=encoding)
     mapping = resolve_columns(ds.column_names, "sentence-similarity", columns, file=str(path))
     ds = apply_columns(ds, {r: mapping[r] for r in ("text", "text_pair")}, file=str(path))
     pairs = [(a, p) for a, p in zip(ds["text"], ds["text_pair"]) if _text(a) and _text(p)]
@@ -74,6 +85,60 @@ def read_corpus(path, column: str | None = None) -> list[str]:
     if column not in ds.column_names:
         raise UsageError(f"{path} has no column {column!r}; its columns: {', '.join(ds.column_names)}.")
     return [t for t in ds[column] if _text(t)]
+
+
+def scores_from_logits(logits: np.ndarray, config: dict) -> np.ndarray:
+    """A pair classifier's score [N] from its outputs [N, C]: the value of a regression model, the sigmoid of a
+    single logit (a reranker, as sentence-transformers' CrossEncoder reads one), the softmax probability of
+    label 1 of two (the pair matches); more labels have no one score.
+
+    >>> scores_from_logits(np.array([[0.0, 0.0], [0.0, np.log(3.0)]]), {}).round(3).tolist()
+    [0.5, 0.75]
+    """
+    if config.get("problem_type") == "regression":
+        return logits[:, 0]
+    if logits.shape[1] == 1:
+        return 1 / (1 + np.exp(-logits[:, 0]))
+    if logits.shape[1] == 2:
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e[:, 1] / e.sum(axis=1)
+    names = ", ".join(str(v) for v in (config.get("id2label") or {}).values())
+    raise UsageError(f"The --cross-encoder model has {logits.shape[1]} labels ({names}); rescoring needs one score "
+                     "per pair: a regression model, a one-logit reranker or a two-label (no match / match) classifier.")
+
+
+class CrossEncoder:
+    """Scores (anchor, text) pairs with a text-classification model read as pairs: ``scorer(pairs) -> [N]``."""
+
+    def __init__(self, model, tokenizer, name: str = "", batch_size: int = 32):
+        self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        max_length = max_length_of(self.model, self.tokenizer)
+        order = np.argsort([len(a) + len(b) for a, b in pairs], kind="stable")   # similar lengths: less padding
+        scores = np.zeros(len(pairs), np.float32)
+        for start in range(0, len(pairs), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            enc = tokenize_texts(self.tokenizer, [pairs[i][0] for i in rows], [pairs[i][1] for i in rows],
+                                 use_chat_template=self.model.info.use_chat_template, max_length=max_length,
+                                 padding=True, return_tensors="np")
+            names = ("input_ids", "attention_mask", "token_type_ids")   # BERT reads a pair's segments
+            logits = self.model(*(mx.array(enc[k].astype(np.int32)) for k in names if k in enc))  # (b, C)
+            scores[rows] = scores_from_logits(np.array(logits.astype(mx.float32)), self.model.info.config)
+        return scores
+
+
+def load_cross_encoder(source: str, batch_size: int = 32) -> CrossEncoder:
+    """A pair classification / regression model (a run of this app, or a transformers sequence-classification
+    checkpoint) as a CrossEncoder; UsageError for a model without a trained classification head."""
+    model, tokenizer, _, _ = load_for_task(source, "text-classification")
+    heads = untrained_head(model, "text-classification")
+    if heads:
+        raise UsageError(f"--cross-encoder {source} has no trained classification head (missing: "
+                         f"{', '.join(heads[:4])}). Pass a pair classifier or reranker: the --output of `raclate "
+                         f"train --task text-classification` on (text, text_pair, label) rows, or a transformers "
+                         f"sequence-classification checkpoint.")
+    return CrossEncoder(model, tokenizer, name=str(source), batch_size=batch_size)
 
 
 def _text(value) -> bool:
@@ -115,11 +180,12 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 def mine_hard_negatives(model, tokenizer, pairs, corpus=(), *, num_negatives: int = 3, range_min: int = 0,
                         range_max: int = 50, margin: float | None = None, relative_margin: float | None = None,
                         output_format: str = "triplet", with_scores: bool = False, sample_size: int = SAMPLE_SIZE,
-                        progress=None) -> Mined:
+                        progress=None, cross_encoder=None) -> Mined:
     """Negatives for each (anchor, positive) of ``pairs`` from the positives plus ``corpus`` (see the
     module docstring). ``output_format``: "triplet" (one row per negative) or "n-tuple" (one row per
     pair with exactly ``num_negatives`` negatives; pairs with fewer are left out). ``with_scores`` adds
-    a ``scores`` column: [positive score, negative scores...]. ``progress(done, total, text)`` as search."""
+    a ``scores`` column: [positive score, negative scores...]. ``progress(done, total, text)`` as search.
+    ``cross_encoder``: ``f(pairs) -> scores [N]`` (a CrossEncoder) rescoring each rank window."""
     check_settings(num_negatives, range_min, range_max, margin, relative_margin, output_format)
     pairs = [(str(a), str(p)) for a, p in pairs]
     if not pairs:
@@ -138,16 +204,22 @@ def mine_hard_negatives(model, tokenizer, pairs, corpus=(), *, num_negatives: in
     positive_scores = np.zeros(len(pairs), np.float32)
     start = 0
     for block in score_blocks(model, tokenizer, anchor_texts, corpus_texts, progress):  # [b, C]
+        windows = []   # (anchor, its rows, window, {candidate: score}, {row: positive score}) per anchor
         for anchor, scores in zip(anchor_texts[start:start + len(block)], block):
             rows = anchors[anchor]
             excluded = {texts[pairs[r][1]] for r in rows} | ({texts[anchor]} if anchor in texts else set())
             ranked = [c for c in _top(scores, min(len(scores), range_max + len(excluded))) if c not in excluded]
             window = ranked[range_min:range_max]
+            windows.append((anchor, rows, window, {c: float(scores[c]) for c in window},
+                            {r: float(scores[texts[pairs[r][1]]]) for r in rows}))
+        if cross_encoder is not None:
+            windows = _rescored(cross_encoder, windows, pairs, corpus_texts)
+        for anchor, rows, window, candidate_scores, row_scores in windows:
             for r in rows:
-                positive = float(scores[texts[pairs[r][1]]])
+                positive = row_scores[r]
                 positive_scores[r] = positive
                 for c in window:
-                    score = float(scores[c])
+                    score = candidate_scores[c]
                     rules = removed_by(score, positive, margin, relative_margin)
                     counts["candidates"] += 1
                     if rules:
@@ -179,7 +251,9 @@ def mine_hard_negatives(model, tokenizer, pairs, corpus=(), *, num_negatives: in
     summary = {
         "pairs": len(pairs), "anchors": len(anchor_texts), "corpus": len(corpus_texts),
         "settings": {"num_negatives": num_negatives, "range_min": range_min, "range_max": range_max,
-                     "margin": margin, "relative_margin": relative_margin, "output_format": output_format},
+                     "margin": margin, "relative_margin": relative_margin, "output_format": output_format,
+                     "cross_encoder": getattr(cross_encoder, "name", None) if cross_encoder is not None else None,
+                     "scores": "embedding" if cross_encoder is None else "cross-encoder"},
         "candidates": counts["candidates"],
         "removed": {"margin": counts["margin"], "relative_margin": counts["relative_margin"]},
         "removed_total": counts["removed"],
@@ -189,6 +263,20 @@ def mine_hard_negatives(model, tokenizer, pairs, corpus=(), *, num_negatives: in
         "closest_removed": [record for _, _, record in sorted(closest, key=lambda x: (-x[0], x[1]))],
     }
     return Mined(out, summary)
+
+
+def _rescored(cross_encoder, windows: list, pairs, corpus_texts) -> list:
+    """``windows`` with the cross-encoder's scores of every (anchor, candidate) and (anchor, positive) pair,
+    each window ordered best first by them (equal scores keep the embedding's order); one call per block."""
+    asked = [(anchor, corpus_texts[c]) for anchor, _, window, _, _ in windows for c in window]
+    asked += [(anchor, pairs[r][1]) for anchor, rows, _, _, _ in windows for r in rows]
+    scores = iter(float(s) for s in cross_encoder(asked)) if asked else iter(())
+    rescored = [(anchor, rows, window, {c: next(scores) for c in window}) for anchor, rows, window, _, _ in windows]
+    out = []
+    for anchor, rows, window, candidate_scores in rescored:
+        window = sorted(window, key=lambda c: -candidate_scores[c])   # stable: ties stay in embedding order
+        out.append((anchor, rows, window, candidate_scores, {r: next(scores) for r in rows}))
+    return out
 
 
 def summary_path(output) -> Path:

@@ -36,7 +36,9 @@ class Task:
 
 
 _SIMILARITY_ROLES = (("text", "text_pair"), ("negative", "label"))
-_EMBEDDING_LOSSES = ("mnrl", "cached_mnrl", "cosent", "cosine", "late_interaction")
+_EMBEDDING_LOSSES = ("mnrl", "cached_mnrl", "cosent", "cosine", "late_interaction", "cached_late_interaction")
+# GradCache losses: they take mini_batch_size and keep one mini-batch's activations at a time.
+CACHED_LOSSES = ("cached_mnrl", "cached_late_interaction")
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("sentence-similarity", "Sentence similarity", ("sentence-transformers", "sentence_similarity", "embedding",

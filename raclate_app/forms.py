@@ -13,7 +13,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QSpinBox, QWidget)
 
-from engine.training.args import SCHEDULERS, TrainingArgs, flag
+from engine.training.args import BATCH_SAMPLERS, SCHEDULERS, TrainingArgs, flag
 
 LABELS = {
     "num_train_epochs": "Epochs", "batch_size": "Batch size", "learning_rate": "Learning rate",
@@ -25,13 +25,13 @@ LABELS = {
     "group_by_length": "Group batches by length", "dropout": "Dropout", "query_prompt": "Query prompt",
     "document_prompt": "Document prompt", "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
     "lora_dropout": "LoRA dropout", "lora_targets": "LoRA targets", "dora": "DoRA",
-    "save_adapter": "Also save the adapter (PEFT)",
+    "save_adapter": "Also save the adapter (PEFT)", "batch_sampler": "Batches",
 }
 BASIC = ("num_train_epochs", "batch_size", "learning_rate", "max_length")
 ADVANCED = ("gradient_accumulation_steps", "grad_checkpoint", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
             "freeze_embeddings", "group_by_length", "eval_steps", "save_steps", "seed", "max_steps", "weight_decay",
             "max_grad_norm", "logging_steps", "save_total_limit", "dropout", "query_prompt", "document_prompt",
-            "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "dora", "save_adapter")
+            "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "dora", "save_adapter", "batch_sampler")
 RANGES = {  # editor limits (not defaults): (minimum, maximum, step, decimals)
     "num_train_epochs": (0.1, 1000, 0.5, 2), "batch_size": (1, 4096, 1, 0), "max_length": (8, 32768, 32, 0),
     "gradient_accumulation_steps": (1, 1024, 1, 0), "warmup_ratio": (0.0, 0.99, 0.01, 2),
@@ -41,7 +41,7 @@ RANGES = {  # editor limits (not defaults): (minimum, maximum, step, decimals)
     "dropout": (0.0, 0.95, 0.05, 2), "lora_rank": (0, 1024, 4, 0), "lora_alpha": (0.5, 4096, 4, 1),
     "lora_dropout": (0.0, 0.9, 0.05, 2),
 }
-CHOICES = {"lr_scheduler_type": SCHEDULERS}
+CHOICES = {"lr_scheduler_type": SCHEDULERS, "batch_sampler": BATCH_SAMPLERS}
 SPECIAL = {"max_steps": "use epochs", "eval_steps": "start and end", "save_steps": "only at the end",
            "warmup_steps": "use fraction", "max_grad_norm": "no clipping", "logging_steps": "auto",
            "lora_rank": "off (every weight trains)"}

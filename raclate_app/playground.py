@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from engine import inference
 from engine.data import preview
+from engine.data.args import first_dataset
 from engine.data.mapping import resolve_columns
-from raclate_app.evaluation import Loaded
+from raclate_app.evaluation import AtDim, Loaded
 from raclate_app.runs import role_mapping
 
 MAX_CORPUS = 100_000   # documents one search reads (encoded once, then searched by blocked products)
@@ -36,19 +39,28 @@ def tag(loaded: Loaded, text: str) -> dict:
     return inference.tag_text(loaded.model, loaded.tokenizer, text)
 
 
-def search(loaded: Loaded, query: str, corpus: list[str], top_k: int = 20, progress=None, index=None) -> dict:
-    """Rank ``corpus`` for ``query``: {"results": [{rank, index, text, score}], "late": bool, "index"}.
+def search(loaded: Loaded, query: str, corpus: list[str], top_k: int = 20, progress=None, index=None,
+           dim: int | None = None) -> dict:
+    """Rank ``corpus`` for ``query``: {"results": [{rank, index, text, score}], "late": bool, "index", "dim"}.
     ``index``: the last answer's (engine.inference.CorpusIndex), reused when it holds these documents
-    encoded by this model, so a new query does not encode the corpus again."""
+    encoded by this model, so a new query does not encode the corpus again. ``dim``: a dense model's
+    vectors cut to their first ``dim`` values and re-normalised (Matryoshka); the index keeps the full
+    vectors, so another size needs no encoding either."""
     query = query.strip()
     docs = [d for d in (str(c).strip() for c in corpus) if d][:MAX_CORPUS]
     if not query or not docs:
         raise ValueError("Type a query and give a corpus (one document per line).")
     if index is None or index.model is not loaded.model or index.texts != docs:
         index = inference.build_index(loaded.model, loaded.tokenizer, docs, progress)
-    (results,) = inference.search_index(loaded.model, loaded.tokenizer, index, [query], top_k)
+    model, searched = loaded.model, index
+    if dim and index.vectors is not None:
+        model = AtDim(loaded.model, dim)
+        cut = index.vectors[:, :dim]                                                  # (C, dim)
+        searched = inference.CorpusIndex(index.texts, model,
+                                         vectors=cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-8))
+    (results,) = inference.search_index(model, loaded.tokenizer, searched, [query], top_k)
     return {"query": query, "late": loaded.task_key == "late-interaction", "corpus": len(docs), "results": results,
-            "index": index}
+            "index": index, "dim": dim if model is not loaded.model else None}
 
 
 def maxsim_map(loaded: Loaded, query: str, document: str) -> dict:
@@ -57,8 +69,9 @@ def maxsim_map(loaded: Loaded, query: str, document: str) -> dict:
 
 
 def data_corpus(record: dict, limit: int = 200) -> list[str]:
-    """Documents from a run's data file (its first rows), mapped as the run mapped them."""
-    data = record.get("data") or {}
+    """Documents from a run's data file (its first rows; several datasets: the first's), mapped as the run
+    mapped them."""
+    data = first_dataset(record.get("data") or {})
     if not data.get("data"):
         raise ValueError("This model has no run record naming its data: paste documents instead.")
     pv = preview(data["data"], max(limit * 2, 200), subset=data.get("subset"), split=data.get("split"))

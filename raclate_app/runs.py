@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from engine.data.args import data_label, first_dataset
 from engine.run_record import RUN_FILE, effective_status, is_run_folder, read_run_record, run_name
 from engine.training.checkpoint import checkpoint_dirs
 from raclate_app.tasks import get_task
@@ -77,8 +78,7 @@ class RunInfo:
 
     @property
     def data(self) -> str:
-        data = (self.record.get("data") or {}).get("data") or ""
-        return Path(data).name or data
+        return data_label((self.record.get("data") or {}).get("data") or "")
 
     @property
     def metrics(self) -> dict:
@@ -281,7 +281,7 @@ def role_mapping(data: dict) -> dict[str, str]:
 
 def duplicate_settings(record: dict) -> dict:
     """What the Data and Model & Task pages need to set up a new run like this one."""
-    data = record.get("data") or {}
+    data = first_dataset(record.get("data") or {})   # several datasets: the Data page opens the first
     training = {k: v for k, v in (record.get("training") or {}).items() if k not in NOT_DUPLICATED}
     return {"source": data.get("data") or "", "subset": data.get("subset"), "split": data.get("split"),
             "eval_file": data.get("eval_data"), "validation_split": data.get("validation_split", 0.1),

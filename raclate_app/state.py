@@ -16,11 +16,11 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.data import DataError, DatasetArgs, Finding, Report, preview
-from engine.data.args import base_role
+from engine.data.args import SAMPLING, base_role, dataset_name
 from engine.defaults import RESOURCES_DIR
 from engine.demo import JOBS as DEMO_JOBS
 from engine.training.args import TrainingArgs
-from engine.training.config import build_run_config
+from engine.training.config import MIXABLE_TASKS, build_run_config
 from raclate_app.checks import (SAMPLE_ROWS, CheckResult, check_data, check_sample, detected_encoding,
                                 finding_from_error, load_tokenizer)
 from raclate_app.model_info import ModelCheck, check_model
@@ -48,6 +48,7 @@ class Project(QObject):
     source_opening = Signal(str)        # a file, folder or Hub id is being read
     source_changed = Signal()           # read (or, after a failure, unloaded: preview is None)
     source_failed = Signal(object)      # the exception (DataError says file, row and fix)
+    datasets_changed = Signal()         # another dataset was added, removed or remapped (``more``), or the sampling
     task_changed = Signal(str)
     mapping_changed = Signal()
     split_changed = Signal()
@@ -78,6 +79,9 @@ class Project(QObject):
         self.task_key = get_task(self.settings.get("task/last", DEFAULT_TASK)).key
         self.choices: list[TaskChoice] = []   # the tasks the data fits, best first, with their reasons
         self.mapping: dict[str, str] = {}
+        # More files trained with the data, each batch from one file: {path, name, preview, mapping {column: role}}
+        self.more: list[dict] = []
+        self.sampling = SAMPLING[0]
         self.model = self.settings.get("model/last", "default")
         self.training: dict = {}
         self.keep_settings_for: str | None = None   # a duplicated run's model: its preset must not apply
@@ -130,7 +134,90 @@ class Project(QObject):
             return
         self.eval_file = None   # a validation file belongs to the data it came with
         self.encoding, self.encoding_error = encoding or None, None
+        if self.more:   # so do the files added to it
+            self.more = []
+            self.datasets_changed.emit()
         self._read(path_or_id, subset, split)
+
+    @property
+    def can_add_dataset(self) -> bool:
+        """Whether the task trains on several files at once (a label task numbers each file's labels its own way)."""
+        return self.task.engine_task in MIXABLE_TASKS
+
+    def add_dataset(self, path: str) -> None:
+        """Train on another file too (every batch from one file): read its first rows off the GUI thread
+        and map its columns for the task; datasets_changed when it is in, a notice when it cannot be read."""
+        path = str(path)
+        if self.preview is None and not self.loading_source:   # no data yet: this file is the data
+            self.open_source(path)
+            return
+        if path in (self.source, self.loading_source, *(d["path"] for d in self.more)):
+            self.notice.emit(f"{_name(path)} is already in the data.")
+            return
+        self.worker.submit(f"dataset:{path}", preview, path, PREVIEW_ROWS,
+                           on_done=lambda pv: self._on_dataset_preview(path, pv),
+                           on_error=lambda exc: self.notice.emit(f"Could not add {_name(path)}: {exc}"))
+
+    def _on_dataset_preview(self, path: str, pv) -> None:
+        taken = {dataset_name(self.source or self.loading_source), *(d["name"] for d in self.more)}
+        name, n = dataset_name(path), 2
+        while name in taken:   # names tell the datasets apart in the metrics: files named alike get a number
+            name, n = f"{dataset_name(path)}_{n}", n + 1
+        self.more.append({"path": path, "name": name, "preview": pv, "mapping": self._mapping_of(pv, self.task),
+                          "check": None})
+        self.notice.emit(f"Added {_name(path)}: every batch comes from one file, so in-batch negatives never mix.")
+        self.datasets_changed.emit()
+        self._check_more(self.more[-1:])
+
+    def _mapping_of(self, pv, task) -> dict[str, str]:
+        """{column: role} of another file for ``task``: what suggest_tasks maps for it, else the name guess."""
+        choice = next((c for c in task_choices(pv.columns, pv.rows) if c.key == task.key), None)
+        return dict(choice.mapping) if choice else guess_mapping(list(pv.columns), task)
+
+    def remove_dataset(self, index: int) -> None:
+        del self.more[index]
+        self.datasets_changed.emit()
+
+    def set_dataset_role(self, index: int, column: str, role: str) -> None:
+        """``column`` of added file ``index`` to ``role`` (a single-column role moves, as in set_role)."""
+        mapping = self.more[index]["mapping"]
+        if role not in MULTI_ROLES:
+            for other, r in mapping.items():
+                if r == role and other != column:
+                    mapping[other] = IGNORE
+        mapping[column] = role
+        self._check_more([self.more[index]])
+        self.datasets_changed.emit()
+
+    def _check_more(self, datasets: list[dict]) -> None:
+        """Check the first rows of added files with their own roles (the run checks every row again)."""
+        values = self.training_values()
+        for dataset in datasets:
+            dataset["check"] = None
+            missing = missing_roles(dataset["mapping"], self.task)
+            if missing:   # blocking_problem says it in the page's words
+                continue
+            args = DatasetArgs(data=dataset["path"], columns=self._columns_of(dataset["mapping"], dataset["preview"].columns),
+                               task_type=self.task.engine_task, max_length=values["max_length"], seed=values["seed"],
+                               validation_split=0.0)
+
+            def checked(result, dataset=dataset):
+                if any(d is dataset for d in self.more):   # not removed since
+                    dataset["check"] = result
+                    self.datasets_changed.emit()
+            self.worker.submit(f"check:{dataset['path']}", check_sample, args, self.tokenizer, on_done=checked,
+                               on_error=lambda exc, done=checked: done(CheckResult(report=_report_of(exc))))
+
+    def set_sampling(self, sampling: str) -> None:
+        self.sampling = sampling
+        self.datasets_changed.emit()
+
+    def _remap_more(self) -> None:
+        for dataset in self.more:
+            dataset["mapping"] = self._mapping_of(dataset["preview"], self.task)
+        if self.more:
+            self.datasets_changed.emit()
+            self._check_more(self.more)
 
     def set_encoding(self, encoding: str | None) -> None:
         """Read the data again in ``encoding`` (None: UTF-8, or the detected encoding when it is not)."""
@@ -175,6 +262,7 @@ class Project(QObject):
         self.notice.emit(f"Opened {_name(source)}: {len(pv.columns)} columns, {rows}.")
         if not again:
             self._follow_data(pv)
+            self._remap_more()   # files added while this one opened follow its task
         if Path(source).exists():
             self.settings.add_recent("files", str(Path(source).resolve()))
         self.source_changed.emit()
@@ -239,6 +327,7 @@ class Project(QObject):
         self.settings.set("task/last", self.task_key)
         if self.preview:
             self.mapping = self._mapping_for(self.task)
+        self._remap_more()
         self.task_changed.emit(self.task_key)
         self.mapping_changed.emit()
         self.schedule_validation()
@@ -306,15 +395,33 @@ class Project(QObject):
 
     # -- validation ----------------------------------------------------------------------------------
     def data_args(self) -> dict:
-        """DatasetArgs fields for run.json (task, max_length and seed are set by the CLI from the rest)."""
-        chosen = self.engine_columns()
-        # Roles the user left on "ignore" are sent as None, so the engine does not guess them back.
-        unmapped = {r: None for r in self.task.required + self.task.optional
-                    if not any(base_role(c) == r for c in chosen)}
+        """DatasetArgs fields for run.json (task, max_length and seed are set by the CLI from the rest);
+        with added files, ``data`` lists every file with its own columns."""
+        first = self.first_data_args()
+        if not self.more:
+            return first
+        entries = [{"path": self.source, "name": dataset_name(self.source), "columns": first["columns"], "loss": None,
+                    "eval_data": self.eval_file}]
+        entries += [{"path": d["path"], "name": d["name"], "columns": self._columns_of(d["mapping"], d["preview"].columns),
+                     "loss": None, "eval_data": None} for d in self.more]
+        # the files without a validation file each hold out validation_split of their rows
+        return {**first, "data": entries, "eval_data": None, "columns": {}, "sampling": self.sampling,
+                "validation_split": self.validation_split}
+
+    def first_data_args(self) -> dict:
+        """DatasetArgs fields of the first (previewed) file: what the data check reads."""
         return {"data": self.source, "eval_data": self.eval_file, "subset": self.subset, "split": self.split,
                 "encoding": self.encoding,
                 "validation_split": 0.0 if self.has_validation_split else self.validation_split,
-                "columns": {**unmapped, **chosen}}
+                "columns": self._columns_of(self.mapping, self.columns)}
+
+    def _columns_of(self, mapping: dict[str, str], columns) -> dict:
+        """{role: column} of a file's {column: role}, for the engine."""
+        chosen = engine_columns(mapping, list(columns))
+        # Roles the user left on "ignore" are sent as None, so the engine does not guess them back.
+        unmapped = {r: None for r in self.task.required + self.task.optional
+                    if not any(base_role(c) == r for c in chosen)}
+        return {**unmapped, **chosen}
 
     def schedule_validation(self) -> None:
         if self.preview is not None:
@@ -326,6 +433,7 @@ class Project(QObject):
             return
         self._checks += 1
         self.cancel_full_check()
+        self._check_more(self.more)   # max length or tokenizer may have changed
         number = self._checks
         missing = missing_roles(self.mapping, self.task)
         if missing:   # said here in the page's words (the engine's hint names its Python options)
@@ -333,7 +441,7 @@ class Project(QObject):
             return
         values = self.training_values()
         try:
-            args = DatasetArgs(**self.data_args(), task_type=self.task.engine_task, max_length=values["max_length"],
+            args = DatasetArgs(**self.first_data_args(), task_type=self.task.engine_task, max_length=values["max_length"],
                                seed=values["seed"], is_regression=values.get("is_regression"))
         except DataError as err:
             self._on_checked(number, CheckResult(report=_report_of(err)))
@@ -427,6 +535,19 @@ class Project(QObject):
         if missing:
             names = ", ".join(f"“{role_title(r, self.task)}”" for r in missing)
             return f"{self.task.title} needs a column for {names}: set it in the column roles on the Data page."
+        if self.more and not self.can_add_dataset:
+            return (f"{self.task.title} trains on one file (each file would number its labels its own way): remove "
+                    "the added files on the Data page, or merge them into one.")
+        for dataset in self.more:
+            missing = missing_roles(dataset["mapping"], self.task)
+            if missing:
+                names = ", ".join(f"“{role_title(r, self.task)}”" for r in missing)
+                return (f"{_name(dataset['path'])} needs a column for {names}: set it in its column roles on the "
+                        "Data page.")
+            if dataset["check"] is None:
+                return f"Checking {_name(dataset['path'])} …"
+            if not dataset["check"].report.ok:
+                return f"{_name(dataset['path'])}: {_fatal_problem(dataset['check'].report)}"
         if self.model_check is None:
             return "Checking the model …"
         if self.model_check.problem:

@@ -25,4 +25,7 @@ fi
 # PyLate (export round trips of late-interaction models): --no-deps because it pins fast-plaid,
 # which pins a CUDA torch; it runs with sentence-transformers 5.3.0 plus scipy and ujson (test extras).
 "$VENV/bin/python" -m pip install -q --no-deps pylate==1.6.0
+# mlx-embeddings (tests/test_export_mlx.py loads the MLX export with it): --no-deps because it requires
+# mlx-vlm, whose declared dependencies pull mlx-audio, opencv and a web server; loading needs mlx-vlm + Pillow only.
+"$VENV/bin/python" -m pip install -q --no-deps mlx-embeddings==0.1.0 mlx-vlm==0.7.10
 "$VENV/bin/python" -c "import engine.backend as b; print('setup: BLAS', b.info()['blas'])"

@@ -4,7 +4,7 @@ MLX_HOSTFILE, as mlx.launch does on one machine). Usage: dist_worker.py MODE BER
 - losses: gathered contrastive losses on this rank's shard vs the plain loss on the global batch
   (rank 0 computes the reference) → OUT/losses-rank{r}.json
 - trainer: short Trainer runs, per-rank batch 4 (classification, gathered MNRL, gathered late
-  interaction) with output_dir OUT/<case>/rank{r} → OUT/<case>-rank{r}.npz + events count
+  interaction, LoRA/DoRA classification) with output_dir OUT/<case>/rank{r} → OUT/<case>-rank{r}.npz + events count
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ TRAINER_CASES = {
     "late": ("sentence-similarity", {"use_late_interaction": True, "late_interaction_dim": 16, "dropout": 0.0},
              lambda: [{k: r[k] for k in ("text", "text_pair")} for r in pair_rows(32)], None,
              {"use_late_interaction": True}),
+    # LoRA/DoRA: the adapters (and the head) of 2 ranks equal those of one process
+    "lora": ("text-classification", {"num_labels": 2, "dropout": 0.0}, lambda: sentiment_rows(32), labels(),
+             {"lora_rank": 4, "dora": True}),
 }
 TRAINER_ARGS = dict(learning_rate=1e-3, max_steps=6, logging_steps=1, save_steps=3, max_length=32, seed=0, dropout=0.0)
 
@@ -66,7 +69,8 @@ def diff(a: dict, b: dict) -> float:
 
 
 def losses(bert_dir: str, out: Path) -> None:
-    from engine.losses import CachedMultipleNegativesRankingLoss, LateInteractionContrastiveLoss
+    from engine.losses import (CachedLateInteractionContrastiveLoss, CachedMultipleNegativesRankingLoss,
+                               LateInteractionContrastiveLoss)
     from engine.losses import MultipleNegativesRankingLoss
     from engine.errors import TrainingError
     world = init_world(30)
@@ -80,6 +84,9 @@ def losses(bert_dir: str, out: Path) -> None:
                                        if g else MultipleNegativesRankingLoss())),
         "late_interaction": ({"use_late_interaction": True, "late_interaction_dim": 16},
                              lambda g: LateInteractionContrastiveLoss(gather_across_ranks=g)),
+        "cached_late_interaction": ({"use_late_interaction": True, "late_interaction_dim": 16},
+                                    lambda g: (CachedLateInteractionContrastiveLoss(mini_batch_size=3, gather_across_ranks=g)
+                                               if g else LateInteractionContrastiveLoss())),
     }
     for name, (load_kw, make) in cases.items():
         model, tok = load(bert_dir, "sentence-similarity", **load_kw)

@@ -12,8 +12,8 @@ from mlx.utils import tree_flatten
 
 from engine.cli import main
 from engine.errors import UsageError
-from engine.models.adapters import (LoRALinear, adapter_layers, apply_adapters, matches, merge_adapters,
-                                    save_adapter)
+from engine.models.adapters import LoRALinear, adapter_layers, apply_adapters, matches, merge_adapters
+from engine.models.peft_format import save_adapter
 from engine.training.args import TrainingArgs
 from tests.test_app_support import app_settings, project  # noqa: F401
 from tests.trainer_helpers import dataset, labels, load, max_diff, of, sentiment_rows, tiny_bert_dir, train, weights
@@ -231,11 +231,14 @@ def test_memory_estimate_counts_adapters_only():
     assert 5_000_000 < adapters < 20_000_000
     assert lora.optimizer == 2 * adapters * memory.BYTES and lora.activations == full.activations
     assert lora.total < full.total - 4 * 500_000_000
+    qlora = memory.estimate(config, 596_000_000, 8, 256, lora_rank=16, quantize_base=4)
+    layers = 596_000_000 - 151_669 * 1024   # 4-bit weights plus a float scale and offset per group of 64
+    assert lora.weights - qlora.weights == pytest.approx(layers * (4 - 0.5 - 0.125), rel=1e-6)
 
 
 @pytest.mark.gui
 def test_model_page_lora_checkbox_sets_the_rank_and_the_estimate(qtbot, project):  # noqa: F811
-    from raclate_app.pages.model import LORA_RANK, ModelPage
+    from raclate_app.pages.model import LORA_RANK, QUANTIZE, ModelPage
     page = ModelPage(project)
     qtbot.addWidget(page)
     page.show()
@@ -245,5 +248,10 @@ def test_model_page_lora_checkbox_sets_the_rank_and_the_estimate(qtbot, project)
     page.lora_check.setChecked(True)
     assert project.training["lora_rank"] == LORA_RANK and page.advanced.values()["lora_rank"] == LORA_RANK
     assert page.memory_detail.text() != before   # gradients and AdamW for the adapters only
+    lora = page.memory_detail.text()
+    assert page.quantize_combo.isEnabled()
+    page.quantize_combo.setCurrentIndex(list(QUANTIZE.values()).index(4))
+    assert project.training["quantize_base"] == 4 and page.memory_detail.text() != lora   # 4-bit weights
     page.advanced.set_values({"lora_rank": 0})
     assert not page.lora_check.isChecked()
+    assert project.training["quantize_base"] is None and not page.quantize_combo.isEnabled()

@@ -169,3 +169,48 @@ def test_cancel_stops_before_the_push(qtbot, app_models, tmp_path, hub):
     qtbot.waitUntil(lambda: dialog.relay is None, timeout=180_000)
     assert dialog.error == "cancelled" and not FakeApi.calls and "Cancelled" in dialog.status.text()
     assert dialog.export_button.isEnabled() and dialog.progress.format() == "Cancelled"   # (written or not: a race)
+
+
+def test_every_engine_format_is_offered_and_refusals_come_from_the_engine(qtbot, app_models, tmp_path, screenshots):
+    """All of engine.outputs.export.FORMATS are listed; what the engine refuses for this model is greyed out
+    with its own message, quantizations are offered per format, and a quantized MLX export goes through."""
+    pytest.importorskip("mlx_embeddings")
+    import json
+
+    from engine.outputs.export import FORMATS
+    dialog = dialog_for(qtbot, app_models["sentence-similarity"])
+    qtbot.waitUntil(lambda: dialog.choices is not None, timeout=60_000)
+    assert [dialog.format.itemData(i) for i in range(dialog.format.count())] == list(FORMATS)
+    items = {dialog.format.itemData(i): dialog.format.model().item(i) for i in range(dialog.format.count())}
+    enabled = {key: item.isEnabled() for key, item in items.items()}
+    assert enabled["sentence-transformers"] and enabled["onnx"] and enabled["gguf"] and enabled["mlx"]
+    assert not enabled["pylate"] and not enabled["peft"] and "no LoRA adapters" in items["peft"].toolTip()
+
+    def quantize_offered(fmt):
+        dialog.format.setCurrentIndex(dialog.format.findData(fmt))
+        return [dialog.quantize.itemData(i) for i in range(dialog.quantize.count())
+                if dialog.quantize.model().item(i).isEnabled()]
+    assert quantize_offered("sentence-transformers") == [None] and not dialog.quantize.isEnabled()
+    assert quantize_offered("gguf") == [None, "f16", "q8_0"]
+    assert quantize_offered("mlx") == [None, "int8", "int4"] and dialog.quantize.isEnabled()
+    dialog.quantize.setCurrentIndex(dialog.quantize.findData("int8"))
+    out = tmp_path / "mlx-int8"
+    dialog.folder.setText(str(out))
+    shot(dialog, screenshots, "export_formats")
+    run(qtbot, dialog)
+    assert dialog.result and dialog.error is None, dialog.status.text()
+    assert dialog.result["format"] == "mlx" and dialog.result["check"]["quantize"] == "int8"
+    assert json.loads((out / "config.json").read_text())["quantization"]["bits"] == 8
+    shot(dialog, screenshots, "export_formats_done")
+
+
+def test_a_format_the_engine_refuses_cannot_start(qtbot, app_models, screenshots):
+    """A classifier: MLX (embeddings only) is refused with the engine's words, and Export stays off."""
+    dialog = dialog_for(qtbot, app_models["classification"], "classification")
+    qtbot.waitUntil(lambda: dialog.choices is not None, timeout=60_000)
+    dialog.format.setCurrentIndex(dialog.format.findData("mlx"))   # greyed out, picked anyway
+    refused = dialog.choices["mlx"]["refused"]
+    assert refused and "embedding models" in refused
+    assert not dialog.export_button.isEnabled() and "embedding models" in dialog.status.text()
+    assert not dialog.start() and dialog.relay is None
+    shot(dialog, screenshots, "export_refused_format")

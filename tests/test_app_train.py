@@ -252,3 +252,17 @@ def test_supervisor_shows_a_warning_once(qtbot, tmp_path):
         sup.start()
     assert warnings == ["3 rows repeat"]
     assert got["logs"] == ["a library said this"]
+
+
+def test_phase_strip_says_compiling_and_shows_measuring_only_when_it_happens(qtbot, window):
+    """The Train page names the compiling phase in full on its progress bar (the strip keeps short names so
+    the window fits a small screen); the measuring step appears only in runs that measure their batch."""
+    train = window.pages["train"]
+    window.show()
+    assert train.phase_labels["measuring"].isHidden()
+    train.set_phase("compiling")
+    assert train.progress.format() == "Compiling kernels (first run only)…"
+    assert train.phase_labels["compiling"].font().bold()
+    train.set_phase("measuring")
+    assert not train.phase_labels["measuring"].isHidden()
+    assert window.minimumSizeHint().width() <= 800          # the offscreen screen; a 13" laptop has more

@@ -275,3 +275,16 @@ def test_self_check_without_the_reference_library_uses_the_engine(tmp_path, monk
     model, tok = load_model(str(path), task, **kw)
     report = _export(model, tok, tmp_path / "out", fmt)
     assert report["reference"].startswith("engine loader") and report["max_abs_diff"] <= 1e-5
+
+
+@pytest.mark.parametrize("fmt,library", [("onnx", "onnx"), ("gguf", "gguf"), ("mlx", "mlx_embeddings"),
+                                         ("coreml", "coremltools")])
+def test_a_missing_runtime_library_names_its_extra(tmp_path, monkeypatch, fmt, library):
+    """Without its runtime library a format is refused before any work, naming the pip extra to install."""
+    import importlib.util
+    src = tiny_checkpoint("bert", tmp_path / "bert")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == library else real(name, *a))
+    with pytest.raises(ExportError, match=rf"pip install 'raclate-tuner\[{fmt}\]'") as err:
+        export_model(str(src), tmp_path / "out", fmt=fmt)
+    assert err.value.kind == "export_refused" and not (tmp_path / "out").exists()

@@ -1,6 +1,7 @@
-"""ONNX export (engine/outputs/onnx.py): a graph built from the MLX weights with `onnx`, run with
-onnxruntime, gives the engine's outputs (fp32: |Δ| ≤ 1e-4, cosine ≥ 0.9999; int8: cosine ≥ 0.99 and
-top-10 retrieval overlap) for tiny BERT embedding models and classifiers; what it cannot honour is
+"""ONNX export (engine/outputs/onnx.py, engine/outputs/onnx_families.py): a graph built from the MLX
+weights with `onnx`, run with onnxruntime, gives the engine's outputs (fp32: |Δ| ≤ 1e-4, cosine ≥ 0.9999;
+int8: cosine ≥ 0.99 and top-10 retrieval overlap) for tiny BERT, ModernBERT, Gemma3 (EmbeddingGemma:
+bidirectional, Dense layers) and Qwen3 embedding models and classifiers; what it cannot honour is
 refused before any work."""
 import json
 
@@ -25,7 +26,22 @@ def _cos(a, b):
 def _run(path, tok, texts, pairs=None):
     import onnxruntime as ort
     enc = tok(texts, pairs, padding=True, truncation=True, max_length=128, return_tensors="np")
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, dict(enc))[0], enc
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {i.name: enc[i.name] for i in session.get_inputs()})[0], enc
+
+
+def embedding_gemma(root):
+    """An EmbeddingGemma-shaped sentence-transformers folder: bidirectional Gemma3 (sliding band 2 each
+    side), mean pooling, two Dense layers without bias (32 → 64 → 32), normalised."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    base = tiny_checkpoint("gemma3", root / "base", use_bidirectional_attention=True)
+    torch.manual_seed(0)
+    modules = [models.Transformer(str(base), max_seq_length=128), models.Pooling(32, "mean"),
+               models.Dense(32, 64, bias=False, activation_function=torch.nn.Identity()),
+               models.Dense(64, 32, bias=False, activation_function=torch.nn.Identity()), models.Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
+    return root / "st"
 
 
 @pytest.fixture(scope="module")
@@ -132,18 +148,48 @@ def test_refusals(bert, tmp_path, task, kw, fmt, quantize, message):
 
 
 def test_other_families_are_refused(tmp_path):
-    path = tiny_checkpoint("modernbert", tmp_path / "src")
-    with pytest.raises(ExportError, match="bert family only, not 'modernbert'"):
+    path = tiny_checkpoint("lfm2", tmp_path / "src")
+    with pytest.raises(ExportError, match="supports the bert, modernbert, gemma3_text, qwen3 families, not 'lfm2'"):
         export_model(str(path), tmp_path / "out", fmt="onnx")
+    assert not (tmp_path / "out").exists()
 
 
-def test_missing_onnx_names_the_extra(bert, tmp_path, monkeypatch):
-    import importlib.util
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
-    with pytest.raises(ExportError, match=r"pip install 'raclate-tuner\[onnx\]'") as err:
-        export_model(str(bert), tmp_path / "out", fmt="onnx")
-    assert err.value.kind == "export_refused" and not (tmp_path / "out").exists()
+@pytest.mark.parametrize("family", ["modernbert", "gemma3", "qwen3"])
+def test_other_families_embeddings_with_int8(family, tmp_path):
+    """ModernBERT (global/local band, RoPE, GeGLU, no biases), EmbeddingGemma (bidirectional band, RoPE,
+    Dense layers after pooling) and Qwen3 (causal, last-token pooling): both files, fp32 and int8."""
+    src = embedding_gemma(tmp_path) if family == "gemma3" else tiny_checkpoint(family, tmp_path / "src")
+    result = export_model(str(src), tmp_path / "out", fmt="onnx", quantize="int8")
+    check = result["check"]
+    assert check["ok"] and check["max_abs_diff"] <= 1e-4 and check["min_cosine"] >= 0.9999, check
+    assert check["pooling"] == {"modernbert": "mean", "gemma3": "mean", "qwen3": "lasttoken"}[family]
+    assert check["files"]["pipeline_int8"]["min_cosine"] >= 0.99
+    assert check["files"]["pipeline_int8"]["top10_overlap"] >= onnx_export.INT8_TOP10
+    # Independently: onnxruntime on the tokenizer's batches (long, non-ASCII; another batch and length)
+    model, tok = load_model(str(src), "sentence-similarity")
+    assert len(model.dense) == (2 if family == "gemma3" else 0)
+    ours = encode(model, tok, LONG_AND_ODD, max_length=128)
+    theirs, _ = _run(tmp_path / "out/onnx/model_pipeline.onnx", tok, LONG_AND_ODD)
+    assert _cos(ours, theirs).min() >= 0.9999 and np.abs(ours - theirs).max() <= 1e-4
+    hidden, enc = _run(tmp_path / "out/onnx/model.onnx", tok, LONG_AND_ODD[1:3])
+    ref = np.array(model.backbone(*(mx.array(enc[k].astype(np.int32)) for k in ("input_ids", "attention_mask"))))
+    real = enc["attention_mask"] > 0
+    assert hidden.shape == ref.shape and np.abs(hidden[real] - ref[real]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["modernbert", "qwen3"])
+def test_other_families_classifiers(family, tmp_path):
+    """ModernBERT: CLS pooling, prediction head (dense, GELU, norm), classifier; Qwen3: score on the last
+    real token."""
+    model, tok = load_model(str(tiny_checkpoint(family, tmp_path / "base")), "text-classification", id2label=LABELS)
+    src = tmp_path / "clf"
+    model.save_pretrained(src)
+    tok.save_pretrained(str(src))
+    check = export_model(str(src), tmp_path / "out", fmt="onnx")["check"]
+    assert check["ok"] and check["max_abs_diff"] <= 1e-4, check
+    logits, enc = _run(tmp_path / "out/onnx/model.onnx", tok, LONG_AND_ODD)
+    ours = model(*(mx.array(enc[k].astype(np.int32)) for k in ("input_ids", "attention_mask")))
+    assert logits.shape == (len(LONG_AND_ODD), len(LABELS)) and np.abs(np.array(ours) - logits).max() <= 1e-4
 
 
 @pytest.mark.parametrize("pooling", ["max", "lasttoken"])

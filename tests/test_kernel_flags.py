@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from engine import backend
+import mlx.core as mx  # noqa: E402  (after the engine: its fast BLAS first)
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or shutil.which("g++") is None,
                                 reason="the shim is for MLX's JIT compiler on Linux")
@@ -77,6 +78,14 @@ def test_flagged_kernels_are_vectorised_and_give_bit_identical_results(tmp_path)
     assert packed_sqrt(plain_cache) == [False]    # the AdamW kernel, scalar sqrtss
     assert packed_sqrt(flagged_cache) == [True]   # the same kernel, packed sqrtps
     assert not list(flagged_cache.glob("mlx/*/cpu/*.tmp"))  # each library was built aside, then renamed
+    # The preamble every kernel includes was precompiled once beside the kernels, and the shim, called as
+    # MLX calls it, makes g++ take it ('!' in its -H trace).
+    assert list(flagged_cache.glob("mlx/*/cpu/.pch/mlx/backend/cpu/compiled_preamble.h.gch"))
+    source = next(flagged_cache.glob("mlx/*/cpu/*.cpp"))
+    include = Path(mx.__file__).parent / "include"
+    trace = subprocess.run([str(Path(backend._shim_dir(), "g++")), *backend.PCH_FLAGS.split(), "-shared", "-H", "-I",
+                            str(include), str(source), "-o", str(tmp_path / "k.so")], capture_output=True, text=True)
+    assert trace.returncode == 0 and re.search(r"^! .*compiled_preamble\.h\.gch$", trace.stderr, re.M)
 
 
 def test_the_shim_builds_aside_and_renames_and_passes_failures_on(tmp_path):

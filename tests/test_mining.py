@@ -134,3 +134,68 @@ def test_cli_mines_a_file_that_training_reads(tmp_path, tmp_path_factory, capsys
     record = json.loads((run / "raclate_run.json").read_text())
     assert record["training"]["matryoshka_dims"] == [32, 16]
     assert "matryoshka_dims" in (run / "README.md").read_text()
+
+
+# -- cross-encoder rescoring ------------------------------------------------------------------------------------
+
+# A cross-encoder that disagrees with the embedding scores: it ranks x2 above x1 for q1, and scores p1b low.
+CE = {("q1", "p1"): 0.9, ("q1", "p1b"): 0.5, ("q1", "x1"): 0.3, ("q1", "x2"): 0.85, ("q1", "p2"): 0.6,
+      ("q1", "x3"): 0.1, ("q1", "q2"): 0.2, ("q2", "p2"): 0.8, ("q2", "x3"): 0.75, ("q2", "p1"): 0.1,
+      ("q2", "x1"): 0.05}
+
+
+def fake_cross_encoder(pairs):
+    return np.array([CE.get(p, 0.0) for p in pairs], np.float32)
+
+
+def test_cross_encoder_scores_drive_the_rules_and_the_order(fake_scores):
+    mined = mine(num_negatives=10, range_max=4, margin=0.1, cross_encoder=fake_cross_encoder)
+    # q1/p1 (0.9): window x1, x2, p2, x3 by the embedding; removed > 0.8: x2; the rest best first by the cross-encoder
+    assert negatives(mined, "q1", "p1") == ["p2", "x1", "x3"]
+    assert negatives(mined, "q1", "p1b") == ["x1", "x3"]            # 0.5: > 0.4 removes x2 and p2
+    assert negatives(mined, "q2", "p2") == ["p1", "x1", "p1b"]       # 0.8: > 0.7 removes x3 (window x3, p1, x1, p1b)
+    assert mined.summary["removed"] == {"margin": 4, "relative_margin": 0}
+    assert mined.summary["settings"]["scores"] == "cross-encoder"
+    closest = mined.summary["closest_removed"][0]
+    assert (closest["candidate"], closest["score"], closest["positive_score"]) == ("x2", pytest.approx(0.85),
+                                                                                  pytest.approx(0.9))
+    scored = mine(num_negatives=2, range_max=4, cross_encoder=fake_cross_encoder, with_scores=True)
+    assert scored.rows[0]["scores"] == pytest.approx([0.9, 0.85])   # the cross-encoder's scores
+    # Without it the same settings keep the embedding order and scores.
+    assert negatives(mine(num_negatives=10, range_max=4, margin=0.1), "q1", "p1") == ["x2", "p2", "x3"]
+
+
+def test_scores_from_logits():
+    logits = np.array([[2.0, 0.0], [0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(mining.scores_from_logits(logits, {"problem_type": "single_label_classification"}),
+                               [1 / (1 + np.exp(2.0)), 0.5], rtol=1e-6)   # softmax probability of label 1
+    np.testing.assert_allclose(mining.scores_from_logits(logits[:, :1], {}), [1 / (1 + np.exp(-2.0)), 0.5], rtol=1e-6)
+    np.testing.assert_allclose(mining.scores_from_logits(logits[:, :1], {"problem_type": "regression"}), [2.0, 0.0])
+    with pytest.raises(UsageError, match="3 labels"):
+        mining.scores_from_logits(np.zeros((1, 3)), {"id2label": {"0": "a", "1": "b", "2": "c"}})
+
+
+def test_cli_rescores_with_a_transformers_cross_encoder(tmp_path, tmp_path_factory, capsys):
+    from transformers import BertConfig, BertForSequenceClassification
+    from engine.defaults import default_model_dir
+    from tests.helpers import save_tiny
+    from tests.trainer_helpers import TINY_BERT
+    bert = str(tiny_bert_dir(tmp_path_factory))
+    reranker = tmp_path / "reranker"
+    save_tiny(BertForSequenceClassification, BertConfig(**TINY_BERT, num_labels=1), reranker, default_model_dir())
+    topics = ["cats", "dogs", "tea", "rain", "trains", "chess"]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"anchor": f"what about {t}?", "positive": f"all about {t}"}) + "\n"
+                            for t in topics))
+    out = tmp_path / "triplets.jsonl"
+    argv = ["mine", "--model", bert, "--data", str(data), "--output", str(out), "--num-negatives", "2",
+            "--margin", "0.0", "--with-scores", "--json", "--cross-encoder", str(reranker)]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["settings"]["cross_encoder"] == str(reranker) and summary["settings"]["scores"] == "cross-encoder"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(0 < s < 1 for r in rows for s in r["scores"])   # sigmoid of a one-logit reranker
+    assert all(r["scores"][1] <= r["scores"][0] for r in rows)          # margin 0 on its scores
+    # An embedding model has no classification head to score pairs with: refused, naming the flag.
+    assert main(argv[:-1] + [bert]) == 2
+    assert "--cross-encoder" in capsys.readouterr().err

@@ -211,6 +211,7 @@ def test_group_by_length_off_draws_random_batches(bert_dir, monkeypatch):
 # -- prefetching --------------------------------------------------------------------------------
 def batches_of(bert_dir, task, prefetch, n):
     from engine.data import LengthGroupedBatchSampler
+    from engine.data.mixing import MixedBatchSampler
     from engine.data.prefetch import Prefetcher
     from engine.training.trainer import Trainer
     kw = {"num_labels": 2} if task == "text-classification" else {}
@@ -221,8 +222,8 @@ def batches_of(bert_dir, task, prefetch, n):
     trainer = Trainer(model, tok, task, TrainingArgs(batch_size=3, max_length=32, seed=0), dataset(rows),
                       label_info=labels() if task == "text-classification" else None)
     ds = trainer._tokenized(dataset(rows))
-    sampler = LengthGroupedBatchSampler(trainer._lengths(ds), 3, seed=0)
-    items = trainer._batches(sampler, ds, trainer._collator(ds))
+    sampler = MixedBatchSampler([LengthGroupedBatchSampler(trainer._lengths(ds), 3, seed=0)])
+    items = trainer._batches(sampler, [ds], [trainer._collator(ds)])
     stream = Prefetcher(items, depth=2) if prefetch else items
     out = [next(stream) for _ in range(n)]
     if prefetch:
@@ -239,10 +240,10 @@ def flat(batch):
 @pytest.mark.parametrize("task", ["sentence-similarity", "text-classification", "masked-lm"])
 def test_prefetching_yields_the_same_batches_in_the_same_order(bert_dir, task):
     plain, ahead = batches_of(bert_dir, task, False, 17), batches_of(bert_dir, task, True, 17)  # ~2.5 epochs
-    for (b1, n1, t1, s1), (b2, n2, t2, s2) in zip(plain, ahead):
-        assert (n1, t1, s1) == (n2, t2, s2)
+    for (b1, n1, t1, s1, d1), (b2, n2, t2, s2, d2) in zip(plain, ahead):
+        assert (n1, t1, s1, d1) == (n2, t2, s2, d2)
         assert all(np.array_equal(x, y) for x, y in zip(flat(b1), flat(b2)))
-    assert [s["epoch"] for *_, s in ahead][-1] == 2  # it crossed epochs
+    assert [s["epoch"] for *_, s, _ in ahead][-1] == 2  # it crossed epochs
 
 
 def test_prefetcher_keeps_order_raises_at_the_same_place_and_stops():

@@ -15,7 +15,8 @@ from tests.trainer_helpers import of, sentiment_rows, tiny_bert_dir
 
 STEP_FIELDS = {"step", "epoch", "loss", "learning_rate", "grad_norm", "examples_per_s", "tokens_per_s", "eta_s",
                "peak_memory_bytes"}
-PHASES = {"loading_data", "tokenizing", "loading_model", "training", "evaluating", "saving"}
+PHASES = {"loading_data", "tokenizing", "loading_model", "measuring", "compiling", "training", "evaluating",
+          "saving"}
 
 
 @pytest.fixture(scope="module")

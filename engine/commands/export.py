@@ -1,5 +1,5 @@
-"""`raclate export --model O --to DIR [--format sentence-transformers|pylate|transformers|onnx|gguf|peft]
-[--quantize int8|f16|q8_0]
+"""`raclate export --model O --to DIR [--format sentence-transformers|pylate|transformers|onnx|gguf|peft|mlx|coreml]
+[--quantize int8|int4|f16|q8_0]
 [--push-to-hub REPO]`
 
 Writes a folder its library loads with no custom code, reloads it there and compares outputs with
@@ -8,7 +8,8 @@ to the Hub when asked. Prints the result (JSON off a terminal)."""
 from __future__ import annotations
 
 from engine.commands import dumps, guarded, on_terminal
-FORMATS = ("sentence-transformers", "pylate", "transformers", "onnx", "gguf", "peft")  # engine.outputs.export.FORMATS (kept light)
+FORMATS = ("sentence-transformers", "pylate", "transformers", "onnx", "gguf", "peft", "mlx", "coreml")  # engine.outputs.export.FORMATS (kept light)
+QUANTIZE = ("int8", "int4", "f16", "q8_0")   # each runtime module's refusal() says which it takes
 
 
 def add_parser(sub) -> None:
@@ -22,9 +23,12 @@ def add_parser(sub) -> None:
                         "→ pylate, heads → transformers); 'transformers' also writes an embedding model's bare encoder; "
                         "'onnx' (BERT embedding and classification models) adds onnx/model.onnx, checked with onnxruntime; "
                         "'gguf' (BERT embedding models) writes model.gguf for llama.cpp; 'peft' (a checkpoint of a run trained "
-                        "with --lora-rank, RUN/checkpoints/step-N) writes the adapter alone, as peft saves one.")
-    p.add_argument("--quantize", default=None, choices=("int8", "f16", "q8_0"),
-                   help="onnx: int8 (also write int8 files, dynamic quantization); gguf: f16 or q8_0 (default f32). "
+                        "with --lora-rank, RUN/checkpoints/step-N) writes the adapter alone, as peft saves one; 'mlx' (BERT, "
+                        "ModernBERT, Qwen3 embedding models) writes a folder mlx-embeddings loads; 'coreml' (BERT and ModernBERT "
+                        "embedding and classification models) writes model.mlpackage for Core ML.")
+    p.add_argument("--quantize", default=None, choices=QUANTIZE,
+                   help="onnx: int8 (also write int8 files, dynamic quantization); gguf: f16 or q8_0 (default f32); "
+                        "mlx: int8 or int4 (mlx's affine quantization); coreml: f16 (fp16 compute, norms and softmax in fp32). "
                         "Quantized files are checked by cosine and retrieval agreement.")
     p.add_argument("--task", default=None, help="The model's task (default: read from the folder).")
     p.add_argument("--push-to-hub", default=None, metavar="REPO", help="Upload the folder to this Hub repository (USER/NAME).")

@@ -4,6 +4,8 @@ Hard negatives for (anchor, positive) pairs (engine/mining.py): the model ranks 
 positives plus --corpus) for each anchor; --num-negatives are taken from ranks --range-min ..
 --range-max, skipping candidates that score too close to the positive (--margin: above positive −
 margin; --relative-margin: above (1 − m) × positive), which are most often false negatives.
+--cross-encoder MODEL (a pair classifier or reranker) rescores each window: the rules and the order
+then use its scores.
 
 Writes JSON lines with columns anchor, positive, negative (triplet) or negative_1..n (n-tuple), plus
 scores with --with-scores; `raclate train --task sentence-similarity --data OUTPUT` reads them. The
@@ -19,7 +21,8 @@ from engine.commands import add_common, add_input_options, dumps, guarded, load,
 from engine.data.inputs import adopt
 from engine.data.mapping import parse_column_items
 from engine.errors import UsageError
-from engine.mining import FORMATS, check_settings, mine_hard_negatives, read_corpus, read_pairs, write_mined
+from engine.mining import (FORMATS, check_settings, load_cross_encoder, mine_hard_negatives, read_corpus, read_pairs,
+                           write_mined)
 from engine.tasks import EMBEDDING_TASKS
 
 
@@ -46,6 +49,11 @@ def add_parser(sub) -> None:
     p.add_argument("--output-format", choices=FORMATS, default="triplet", help="triplet: one row per negative; "
                    "n-tuple: one row per pair with negative_1..n (pairs short of negatives are left out).")
     p.add_argument("--with-scores", action="store_true", help="Add a scores column: [positive, negatives...].")
+    p.add_argument("--cross-encoder", default=None, metavar="MODEL",
+                   help="Rescore each (anchor, candidate) and (anchor, positive) pair of the rank window with this pair "
+                        "classification / regression model (a run of `raclate train --task text-classification` on "
+                        "text pairs, or a transformers sequence-classification checkpoint such as a reranker); the "
+                        "margins and the order then use its scores.")
     add_input_options(p)
     p.set_defaults(run=guarded(run))
 
@@ -58,10 +66,11 @@ def run(ns) -> int:
     if task not in EMBEDDING_TASKS:
         raise UsageError(f"Mining needs an embedding model; {ns.model} is a {task} model.")
     adopt(model.info, max_length=ns.max_length)   # --max-length: as training would truncate the texts
+    cross_encoder = load_cross_encoder(ns.cross_encoder) if ns.cross_encoder else None
     mined = mine_hard_negatives(model, tokenizer, pairs, corpus, num_negatives=ns.num_negatives,
                                 range_min=ns.range_min, range_max=ns.range_max, margin=ns.margin,
                                 relative_margin=ns.relative_margin, output_format=ns.output_format,
-                                with_scores=ns.with_scores)
+                                with_scores=ns.with_scores, cross_encoder=cross_encoder)
     summary_file = write_mined(mined, ns.output)
     if on_terminal(ns):
         print(report(mined.summary, ns.output, summary_file), file=sys.stderr)
@@ -83,5 +92,7 @@ def report(summary: dict, output, summary_file) -> str:
         for r in summary["closest_removed"]:
             lines.append(f"  {r['score']:.3f} vs positive {r['positive_score']:.3f} [{', '.join(r['removed_by'])}]  "
                          f"{r['anchor'][:60]!r} -> {r['candidate'][:60]!r}")
+    if summary["settings"].get("cross_encoder"):
+        lines.insert(1, f"Scores and rules by the cross-encoder {summary['settings']['cross_encoder']}.")
     lines += ["", f"Summary: {summary_file}"]
     return "\n".join(lines)

@@ -39,8 +39,10 @@ def add_parser(sub) -> None:
                        help="A model folder, a Hub id, or 'default' (the embedded all-MiniLM-L6-v2).")
     train.add_argument("--task", default=argparse.SUPPRESS, help=f"One of: {', '.join(task_names())} "
                        f"(aliases: {', '.join(a for a in ALIASES if '_' not in a)}).")
-    train.add_argument("--column", action="append", default=argparse.SUPPRESS, metavar="ROLE=NAME",
-                       help="Map a data column to a role (text, text_pair, negative, label, tokens, labels); repeatable.")
+    train.add_argument("--column", action="append", default=argparse.SUPPRESS, metavar="[DATASET:]ROLE=NAME",
+                       help="Map a data column to a role (text, text_pair, negative, label, tokens, labels); "
+                            "repeatable. With several --data, DATASET:ROLE=NAME maps a column of that dataset only "
+                            "(DATASET: its file stem), ROLE=NAME a column of every dataset.")
     train.add_argument("--config", metavar="run.json", help="Settings file ({model, task, data:{...}, training:{...}}) "
                                                             "or the same JSON inline; flags given on the command line win.")
     train.add_argument("--events", metavar="FILE|-", help="Write JSON-line events to FILE or stdout ('-').")
@@ -59,7 +61,10 @@ def _add_dataclass_flags(parser, cls, names) -> None:
             continue
         help_text = f.metadata.get("help", "").replace("%", "%%")   # argparse %-formats help text
         kind = str(f.type)
-        if f.name == "resume_from_checkpoint":
+        if f.name in ("data", "eval_data"):   # repeatable: several datasets in one run
+            parser.add_argument(flag(f), dest=f.name, action="append", default=argparse.SUPPRESS,
+                                metavar=f.name.upper(), help=help_text)
+        elif f.name == "resume_from_checkpoint":
             parser.add_argument(flag(f), dest=f.name, nargs="?", const="latest", default=argparse.SUPPRESS,
                                 metavar="PATH|latest", help=help_text + " Bare --resume means latest.")
         elif kind.startswith("bool"):
@@ -69,7 +74,8 @@ def _add_dataclass_flags(parser, cls, names) -> None:
             parser.add_argument(flag(f), dest=f.name, action=NamedItems, default=argparse.SUPPRESS,
                                 metavar="NAME=TEXT", help=help_text)
         else:
-            typ = int if kind.startswith("int") else float if kind.startswith("float") else str
+            typ = f.metadata.get("parse") or (int if kind.startswith("int") else
+                                              float if kind.startswith("float") else str)
             parser.add_argument(flag(f), dest=f.name, type=typ, default=argparse.SUPPRESS,
                                 metavar=f.name.upper(), help=help_text)
 
@@ -88,9 +94,28 @@ def read_config(text: str | None) -> dict:
 def resolve_train_config(ns: argparse.Namespace) -> RunConfig:
     """--config, then the flags given (they win) → the run's config."""
     given = {k: v for k, v in vars(ns).items() if k in SETTINGS}
+    for name in ("data", "eval_data"):   # one --data is a path, as in run.json; several are a list
+        if name in given and len(given[name]) == 1:
+            given[name] = given[name][0]
     if "column" in ns:
-        given["columns"] = parse_column_items(ns.column)
+        given["columns"], given["dataset_columns"] = column_items(ns.column)
     return build_run_config(read_config(ns.config), **given)
+
+
+def column_items(items) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """--column items → ({role: column} for every dataset, {dataset: {role: column}} from DATASET:ROLE=NAME).
+
+    >>> column_items(["text=q", "nli:label=score"])
+    ({'text': 'q'}, {'nli': {'label': 'score'}})
+    """
+    every, per_dataset = [], {}
+    for item in items:
+        dataset, colon, rest = item.partition("=")[0].partition(":")
+        if colon and rest.strip():
+            per_dataset.setdefault(dataset.strip(), []).append(item.split(":", 1)[1])
+        else:
+            every.append(item)
+    return parse_column_items(every), {name: parse_column_items(v) for name, v in per_dataset.items()}
 
 
 class Progress:
@@ -110,7 +135,12 @@ class Progress:
         if not self.enabled:
             return
         from tqdm import tqdm
-        if name == "run_started":
+        if name == "batch_size_chosen":   # --batch-size auto
+            peaks = ", ".join(f"{m['batch_size']}: {m['peak_memory_bytes'] / 2 ** 30:.2f} GB"
+                              for m in event["measured"])
+            print(f"batch size {event['batch_size']} (budget {event['budget_bytes'] / 2 ** 30:.2f} GB; measured "
+                  f"peaks {peaks})", file=sys.stderr)
+        elif name == "run_started":
             self.bar = tqdm(total=event["total_steps"], initial=event.get("resumed_from_step") or 0,
                             unit="step", dynamic_ncols=True, file=sys.stderr)
             self.bar.write(f"parameters: {event['trainable_parameters']:,} trainable, "

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import PurePath
 
 from engine.data.reading import text_codec
 from engine.errors import DataError, UsageError
@@ -14,6 +15,9 @@ TASKS = TRAINING_TASKS
 TASK_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     name: (TASK_TABLE[name].required_roles, TASK_TABLE[name].optional_roles) for name in TRAINING_TASKS}
 _NEGATIVE = re.compile(r"^negative(_\d+)?$")
+SAMPLING = ("proportional", "round-robin")
+DATASET_KEYS = ("path", "name", "columns", "loss", "eval_data")   # one entry of several datasets (run.json)
+FIELD_ROLES = ("text", "text_pair", "negative", "label", "tokens", "labels")   # the roles with a *_field option
 
 
 def normalize_task(name: str) -> str:
@@ -48,11 +52,16 @@ def text_roles_of(columns) -> list[str]:
 
 @dataclass
 class DatasetArgs:
-    data: str = field(default="", metadata={
+    data: str | list = field(default="", metadata={
         "help": "Training data: a .jsonl/.json/.csv/.tsv/.parquet file, a folder with train/validation/test "
-                "files, or a Hugging Face Hub dataset id."})
-    eval_data: str | None = field(default=None, metadata={
-        "help": "Optional separate validation file (same formats); replaces any validation split."})
+                "files, or a Hugging Face Hub dataset id. Repeat --data to train on several datasets in one run "
+                "(each batch comes from one of them)."})
+    eval_data: str | list | None = field(default=None, metadata={
+        "help": "Optional separate validation file (same formats); replaces any validation split. With several "
+                "--data, one --eval-data per --data, in the same order."})
+    sampling: str = field(default="proportional", metadata={
+        "help": "Several datasets: 'proportional' (batches drawn in proportion to the datasets' sizes) or "
+                "'round-robin' (one batch of each in turn; a dataset that runs out leaves the rotation)."})
     subset: str | None = field(default=None, metadata={
         "help": "Hub dataset subset (configuration name), e.g. 'pair-score' for sentence-transformers/all-nli."})
     split: str | None = field(default=None, metadata={
@@ -96,6 +105,17 @@ class DatasetArgs:
 
     def __post_init__(self):
         self.task_type = normalize_task(self.task_type)
+        if isinstance(self.data, (list, tuple)):   # several datasets: checked, named, each with its validation file
+            self.data, self.eval_data = dataset_entries(self.data, self.eval_data), None
+        elif isinstance(self.eval_data, (list, tuple)):
+            if len(self.eval_data) != 1:
+                raise DataError(f"{len(self.eval_data)} validation files for one dataset.", code="bad_datasets",
+                                fix="Give one --eval-data, or one --data per --eval-data (they are paired in order).")
+            self.eval_data = self.eval_data[0]
+        if self.sampling not in SAMPLING:
+            raise DataError(f"sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}.",
+                            fix="Use --sampling proportional (the default) or --sampling round-robin.",
+                            code="bad_sampling")
         text_codec(self.encoding)   # an unknown codec name fails here, before any file is read
         if self.max_rows is not None and self.max_rows <= 0:
             raise DataError(f"max_rows must be a positive number of rows, got {self.max_rows}.",
@@ -111,15 +131,113 @@ class DatasetArgs:
 
     def role_columns(self) -> dict[str, str]:
         """The explicit mapping {role: column} from the *_field options and ``columns``."""
-        mapping = dict(self.columns or {})
-        for role in ("text", "text_pair", "label", "tokens", "labels"):
-            value = getattr(self, f"{role}_field")
-            if value:
-                mapping[role] = value
-        if self.negative_field:
-            names = [n.strip() for n in self.negative_field.split(",") if n.strip()]
-            if len(names) == 1:
-                mapping["negative"] = names[0]
-            else:
-                mapping.update({f"negative_{i}": n for i, n in enumerate(names, 1)})
-        return mapping
+        return role_columns_of(vars(self))
+
+    @property
+    def several(self) -> bool:
+        """True when the run trains on several datasets (``data`` is a list of entries)."""
+        return isinstance(self.data, list)
+
+    def per_dataset(self) -> list[tuple[str, str | None, DatasetArgs]]:
+        """(name, loss, DatasetArgs of that dataset alone) for each dataset; one dataset is ("", None, self).
+        A dataset's own columns win over the run's (``columns`` and the *_field options)."""
+        if not self.several:
+            return [("", None, self)]
+        fields_off = {f"{role}_field": None for role in FIELD_ROLES}   # in ``columns`` now, under the dataset's own
+        return [(e["name"], e["loss"], replace(self, data=e["path"], eval_data=e["eval_data"], **fields_off,
+                                               columns={**self.role_columns(), **e["columns"]}))
+                for e in self.data]
+
+
+def role_columns_of(settings: dict) -> dict[str, str]:
+    """The explicit mapping {role: column} of data settings (DatasetArgs fields): ``columns``, and the
+    *_field options over it."""
+    mapping = dict(settings.get("columns") or {})
+    for role in ("text", "text_pair", "label", "tokens", "labels"):
+        value = settings.get(f"{role}_field")
+        if value:
+            mapping[role] = value
+    if settings.get("negative_field"):
+        names = [n.strip() for n in settings["negative_field"].split(",") if n.strip()]
+        if len(names) == 1:
+            mapping["negative"] = names[0]
+        else:
+            mapping.update({f"negative_{i}": n for i, n in enumerate(names, 1)})
+    return mapping
+
+
+def dataset_name(path: str) -> str:
+    """The default name of a dataset: its file stem ("data/nli.jsonl" → "nli"; a Hub id's last part)."""
+    return PurePath(str(path).rstrip("/")).stem or str(path)
+
+
+def dataset_entries(data, eval_data=None) -> list[dict]:
+    """Several datasets (paths, or {path, name, columns, loss, eval_data} dicts) → entries with every key,
+    unique names (default: the file stem) and ``eval_data`` paired in order with ``data``."""
+    entries = []
+    for item in data:
+        entry = {"path": item} if isinstance(item, str) else dict(item) if isinstance(item, dict) else None
+        unknown = sorted(set(entry or {}) - set(DATASET_KEYS)) if entry is not None else []
+        if entry is None or unknown or not entry.get("path"):
+            raise DataError(f"Each dataset is a path or {{path, name, columns, loss, eval_data}}; got {item!r}.",
+                            fix=f"Give every dataset a 'path'; the other keys are {', '.join(DATASET_KEYS[1:])}.",
+                            code="bad_datasets")
+        name = str(entry.get("name") or dataset_name(entry["path"]))
+        if ":" in name or "=" in name:
+            raise DataError(f"Dataset name {name!r} holds ':' or '=', which --column NAME:role=column cannot tell "
+                            "apart.", fix="Give the dataset another name (the 'name' key).", code="bad_datasets")
+        entries.append({"path": str(entry["path"]), "name": name, "columns": dict(entry.get("columns") or {}),
+                        "loss": entry.get("loss") or None, "eval_data": entry.get("eval_data") or None})
+    names = [e["name"] for e in entries]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"Two datasets are named {twice[0]!r}; each needs its own name (metrics and --column "
+                        "NAME:role=column use it).", fix="Rename a file, or set 'name' for each dataset in the "
+                        "run.json data list.", code="bad_datasets")
+    if eval_data:
+        files = [eval_data] if isinstance(eval_data, str) else list(eval_data)
+        if len(files) != len(entries):
+            raise DataError(f"{len(files)} validation file(s) for {len(entries)} datasets: they are paired in order.",
+                            fix="Give one --eval-data per --data, in the same order, or none (each dataset then "
+                                "holds out validation_split of its rows).", code="bad_datasets")
+        for entry, file in zip(entries, files):
+            entry["eval_data"] = file
+    return entries
+
+
+def set_dataset_columns(entries: list[dict], columns: dict[str, dict]) -> None:
+    """--column NAME:role=column: ``columns`` {name: {role: column}} into the entries of those datasets."""
+    by_name = {e["name"]: e for e in entries}
+    for name, mapping in columns.items():
+        if name not in by_name:
+            raise DataError(f"--column {name}:… names no dataset; the datasets are {', '.join(by_name)}.",
+                            fix="Use a dataset's name (its file stem, or the 'name' given in run.json) before ':'.",
+                            code="bad_datasets")
+        by_name[name]["columns"] = {**by_name[name]["columns"], **mapping}
+
+
+def first_dataset(data: dict) -> dict:
+    """A run record's data settings (``asdict(DatasetArgs)``) as one dataset: as they are, or, for several,
+    the first dataset's path, validation file and columns (what reading one file back needs: the corpus
+    of the Playground, an evaluation on the run's validation rows)."""
+    entries = data.get("data")
+    if not isinstance(entries, list) or not entries:
+        return data
+    entry = dataset_entries(entries)[0]
+    return {**data, **{f"{role}_field": None for role in FIELD_ROLES}, "data": entry["path"],
+            "eval_data": entry["eval_data"], "columns": {**role_columns_of(data), **entry["columns"]}}
+
+
+def data_label(data) -> str:
+    """A run's data in a few words: the file name, or the datasets' names ("nli + quora")."""
+    if isinstance(data, list):
+        return " + ".join(e.get("name") or dataset_name(e.get("path", "")) if isinstance(e, dict) else dataset_name(e)
+                          for e in data)
+    return PurePath(data).name or data if data else ""
+
+
+def data_paths(data) -> list[str]:
+    """The paths of a run's ``data`` setting: its one path, or each dataset's."""
+    if isinstance(data, list):
+        return [e["path"] if isinstance(e, dict) else str(e) for e in data]
+    return [data] if data else []

@@ -20,7 +20,7 @@ import numpy as np
 import mlx.core as mx
 
 from engine.data import DatasetArgs, LabelInfo, load_dataset, tokenize_dataset
-from engine.data.args import text_roles_of
+from engine.data.args import first_dataset, text_roles_of
 from engine.data.collators import collator_for
 from engine.data.inputs import role_prompts
 from engine.errors import UsageError
@@ -45,7 +45,9 @@ def load_eval_data(model, task: str, data: str | None = None, *, record: dict | 
     regression = is_regression(model) if task == "text-classification" else None
     multi_label = _multi_label(model) if task == "text-classification" else None
     if data is None:
-        settings = {k: v for k, v in ((record or {}).get("data") or {}).items() if k in DatasetArgs.__dataclass_fields__}
+        # several datasets: the first one's validation rows
+        settings = {k: v for k, v in first_dataset((record or {}).get("data") or {}).items()
+                    if k in DatasetArgs.__dataclass_fields__}
         if not settings.get("data"):
             raise UsageError("This model has no run record, so there is no validation split to use: choose a file.")
         loaded = load_dataset(DatasetArgs(**settings))

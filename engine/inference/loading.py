@@ -15,7 +15,8 @@ from engine.errors import ModelError
 from engine.files import read_json
 from engine.models import load_model
 from engine.models.adapters import apply_training_adapters
-from engine.models.loading import resolve_model_dir
+from engine.models.loading import adapter_base, resolve_model_dir
+from engine.models.peft_format import adapter_task, read_adapter_config
 from engine.models.pylate import is_pylate_dir
 from engine.run_record import is_run_folder, read_run_record
 from engine.tasks import EMBEDDING_TASKS, TASKS, get_task, normalize_task, training_task
@@ -48,8 +49,13 @@ def checkpoint_record(record: dict, checkpoint: Path) -> dict:
 
 
 def detect_task(root: Path) -> str:
-    """The task a model folder was made for: its run record, else its files."""
+    """The task a model folder was made for: its run record, else its files (an adapter folder: the task
+    its adapter_config.json names, else its base model's)."""
     root = Path(root)
+    base = adapter_base(root)
+    if base is not None:
+        task, base_task = adapter_task(read_adapter_config(root)), detect_task(resolve_model_dir(base))
+        return base_task if task is None or (task in EMBEDDING_TASKS and base_task in EMBEDDING_TASKS) else task
     record = read_run_record(checkpoint_run(root) or root)
     if record.get("task"):
         return record["task"]
@@ -68,6 +74,9 @@ def folder_kind(source: str) -> tuple[str, bool, bool]:
         record = read_run_record(run)
         late = bool((record.get("training") or {}).get("use_late_interaction"))
         return task, late, bool((record.get("label_info") or {}).get("is_regression"))
+    base = adapter_base(root)
+    if base is not None:   # an adapter folder: what its base model's files say
+        root = resolve_model_dir(base)
     late = get_task(task, ModelError).embedding and is_pylate_dir(root)
     regression = task == "text-classification" and read_json(root / "config.json").get("problem_type") == "regression"
     return task, late, regression

@@ -3,7 +3,7 @@
 Every loss is called as ``loss(model, batch) -> scalar mx.array``: it encodes its inputs with
 ``model(input_ids, attention_mask)`` and hands the outputs to a pure module-level function
 (``mnrl_loss``, ``cosent_loss``, ...) that tests and the cached variant reuse. A loss with a
-``loss_and_grads(model, batch)`` method (CachedMultipleNegativesRankingLoss) computes its own
+``loss_and_grads(model, batch)`` method (the cached / GradCache losses) computes its own
 gradients: the trainer calls that instead of ``nn.value_and_grad``. Options a loss does not take are
 kept in its ``unused_options`` so the trainer can warn about them.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 from engine.errors import UsageError
 from engine.tasks import training_task
 from engine.losses.bce import BCEWithLogitsLoss, bce_loss
+from engine.losses.cached_late_interaction import CachedLateInteractionContrastiveLoss
 from engine.losses.cached_mnrl import CachedMultipleNegativesRankingLoss
 from engine.losses.cosent import CoSENTLoss, cosent_loss
 from engine.losses.cosine_mse import CosineSimilarityLoss, cosine_mse_loss
@@ -30,6 +31,7 @@ LOSSES = {
     "cosent": CoSENTLoss,
     "cosine": CosineSimilarityLoss,
     "late_interaction": LateInteractionContrastiveLoss,
+    "cached_late_interaction": CachedLateInteractionContrastiveLoss,
     "cross_entropy": CrossEntropyLoss,
     "bce": BCEWithLogitsLoss,
     "mse": MSELoss,
@@ -44,7 +46,7 @@ def _fitting_losses(task: str, scored: bool, late: bool, is_regression: bool,
             if scored:
                 raise UsageError("late interaction trains on (query, document[, negatives]) without scores; "
                                  "remove the score column or train a dense model (CoSENT)")
-            return ("late_interaction",)
+            return ("late_interaction", "cached_late_interaction")
         return ("cosent", "cosine") if scored else ("mnrl", "cached_mnrl")
     if task == "text-classification":
         return ("mse",) if is_regression else ("bce",) if is_multi_label else ("cross_entropy",)
@@ -69,7 +71,8 @@ def select_loss(
 
     Rules: sentence similarity with (anchor, positive[, negatives]) -> MultipleNegativesRankingLoss
     (``"cached_mnrl"``: its GradCache variant); with float scores -> CoSENTLoss (``"cosine"``:
-    CosineSimilarityLoss); ``use_late_interaction`` -> LateInteractionContrastiveLoss;
+    CosineSimilarityLoss); ``use_late_interaction`` -> LateInteractionContrastiveLoss
+    (``"cached_late_interaction"``: its GradCache variant);
     text classification -> CrossEntropyLoss (``class_weights``), MSELoss when ``is_regression``,
     BCEWithLogitsLoss (``"bce"``) when ``is_multi_label``;
     masked-lm / token-classification -> TokenCrossEntropyLoss. ``matryoshka_dims`` (and
@@ -114,7 +117,7 @@ def select_loss(
 __all__ = [
     "LOSSES", "select_loss",
     "MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss", "CoSENTLoss", "CosineSimilarityLoss",
-    "LateInteractionContrastiveLoss", "MatryoshkaLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss",
+    "LateInteractionContrastiveLoss", "CachedLateInteractionContrastiveLoss", "MatryoshkaLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss",
     "TokenCrossEntropyLoss",
     "mnrl_loss", "cosent_loss", "cosine_mse_loss", "late_interaction_loss", "cross_entropy_loss", "bce_loss",
     "mse_loss", "matryoshka_loss",

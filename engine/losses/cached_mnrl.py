@@ -4,11 +4,9 @@ from __future__ import annotations
 from typing import Callable
 
 import mlx.core as mx
-import mlx.nn as nn
-from mlx.utils import tree_map
 
+from engine.losses.grad_cache import grad_cache
 from engine.losses.mnrl import MultipleNegativesRankingLoss
-from engine.models.dropout import set_global_key
 
 
 class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
@@ -19,7 +17,7 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
 
         dL/dtheta = sum_k (dL/dE_k) . (dE_k/dtheta)        k = mini-batches of every column
 
-    so the step runs in three passes (Gao et al. 2021):
+    so the step runs in three passes (Gao et al. 2021; ``engine.losses.grad_cache``):
 
     1. embed each mini-batch of ``mini_batch_size`` rows with no graph kept (``stop_gradient``);
     2. compute the loss on the full batch of embeddings and ``G = dL/dE`` (cheap: B x D);
@@ -60,43 +58,9 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
             raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
         self.mini_batch_size = int(mini_batch_size)
 
-    def _slices(self, n: int) -> list[slice]:
-        return [slice(s, min(s + self.mini_batch_size, n)) for s in range(0, n, self.mini_batch_size)]
-
     def loss_and_grads(self, model, batch: dict, loss_from_embeddings=None) -> tuple[mx.array, dict]:
         """Loss (scalar) and parameter gradients for ``batch``, one mini-batch graph at a time.
         ``loss_from_embeddings`` replaces pass 2's loss of the embeddings (MatryoshkaLoss sums truncations)."""
         loss_from_embeddings = loss_from_embeddings or self.loss_from_embeddings
-        inputs = batch["inputs"]
-        # Pass 1: embeddings without a graph; the random key each mini-batch starts from, for pass 3's dropout.
-        embeddings, keys = [], []
-        for column in inputs:
-            parts = []
-            for sl in self._slices(column["input_ids"].shape[0]):
-                keys.append(mx.random.state[0])
-                emb = mx.stop_gradient(model(column["input_ids"][sl], column["attention_mask"][sl]))  # (m, D)
-                mx.eval(emb)  # sync point: frees this mini-batch's activations
-                parts.append(emb)
-            embeddings.append(mx.concatenate(parts, axis=0))  # (B, D)
-        after_pass_1 = mx.random.state[0]
-
-        # Pass 2: loss and dL/dE on the cached embeddings.
-        loss, emb_grads = mx.value_and_grad(lambda embs: loss_from_embeddings(embs, batch))(embeddings)
-        mx.eval(loss, emb_grads)
-
-        # Pass 3: backprop sum(E_k * G_k) per mini-batch; its parameter gradient is G_k . dE_k/dtheta.
-        def surrogate(input_ids, attention_mask, grad_emb):
-            emb = model(input_ids, attention_mask)  # (m, D)
-            return mx.sum(emb.astype(mx.float32) * mx.stop_gradient(grad_emb).astype(mx.float32))
-
-        surrogate_grad = nn.value_and_grad(model, surrogate)
-        grads, k = None, 0
-        for column, grad_col in zip(inputs, emb_grads):
-            for sl in self._slices(column["input_ids"].shape[0]):
-                set_global_key(keys[k])  # the same dropout masks as in pass 1
-                k += 1
-                _, g = surrogate_grad(column["input_ids"][sl], column["attention_mask"][sl], grad_col[sl])
-                grads = g if grads is None else tree_map(mx.add, grads, g)
-                mx.eval(grads)  # sync point: one mini-batch graph alive at a time
-        set_global_key(after_pass_1)  # the generator goes on as after one forward pass
-        return loss, grads
+        return grad_cache(model, batch["inputs"], mx.value_and_grad(lambda embs: loss_from_embeddings(embs, batch)),
+                          self.mini_batch_size)

@@ -82,8 +82,9 @@ class LateInteractionContrastiveLoss:
         negative_1..n (opt.)  negative                none
         ====================  ======================  ======
 
-    Related: MultipleNegativesRankingLoss (same objective on pooled embeddings), PyLate's
-    Distillation loss (KL to teacher scores, not implemented here).
+    Related: CachedLateInteractionContrastiveLoss (same loss, GradCache memory),
+    MultipleNegativesRankingLoss (same objective on pooled embeddings), PyLate's Distillation loss
+    (KL to teacher scores, not implemented here).
     """
 
     def __init__(self, temperature: float = 1.0, gather_across_ranks: bool = False, **options):
@@ -96,11 +97,15 @@ class LateInteractionContrastiveLoss:
         self.unused_options = dict(options)  # meant for other losses; the trainer warns about them
 
     def __call__(self, model, batch: dict) -> mx.array:
+        vectors = [model(x["input_ids"], x["attention_mask"]) for x in batch["inputs"]]  # each (B, T_c, D)
+        return self.loss_from_vectors(vectors, batch)
+
+    def loss_from_vectors(self, vectors: list[mx.array], batch: dict, first_query: int = 0) -> mx.array:
+        """Loss from each column's token vectors [query, positive, negatives...], each [B, T_c, D]. With
+        ``first_query``, ``vectors[0]`` holds only queries ``first_query ..`` of the batch: the mean is over those."""
         inputs = batch["inputs"]
         if len(inputs) < 2:
-            raise ValueError("LateInteractionContrastiveLoss needs (query, document[, negatives]) columns, "
-                             f"got {len(inputs)}")
-        vectors = [model(x["input_ids"], x["attention_mask"]) for x in inputs]  # each (B, T_c, D)
+            raise ValueError(f"{type(self).__name__} needs (query, document[, negatives]) columns, got {len(inputs)}")
         # PyLate's scoring mask when the collator gives one (expansion pads in, skiplist out)
         masks = [x.get("score_mask", x["attention_mask"]) for x in inputs]  # each (B, T_c)
         length = max(v.shape[1] for v in vectors[1:])
@@ -108,12 +113,13 @@ class LateInteractionContrastiveLoss:
         documents = mx.concatenate([v for v, _ in padded], axis=0)  # (B*(1+n), Td, D)
         document_mask = mx.concatenate([m for _, m in padded], axis=0)  # (B*(1+n), Td)
         _, candidate_hashes = column_hashes(batch)
-        group, offset = gather_group(self.gather_across_ranks), 0
+        group, offset = gather_group(self.gather_across_ranks), first_query
         if group is not None:  # column by column, so the layout is the single-process one of the global batch
             documents = mx.concatenate([gather_rows(v, group) for v, _ in padded], axis=0)  # (N*B*(1+n), Td, D)
             document_mask = mx.concatenate([gather_plain(m, group) for _, m in padded], axis=0)  # (N*B*(1+n), Td)
             if candidate_hashes is not None:
                 candidate_hashes = mx.concatenate([gather_plain(h, group) for h in batch["hashes"][1:]])
-            offset = group.rank() * vectors[0].shape[0]
-        return late_interaction_loss(vectors[0], masks[0], documents, document_mask, self.temperature,
+            offset = group.rank() * vectors[1].shape[0] + first_query
+        query_mask = masks[0][first_query:first_query + vectors[0].shape[0]]  # (b, Tq)
+        return late_interaction_loss(vectors[0], query_mask, documents, document_mask, self.temperature,
                                      candidate_hashes=candidate_hashes, offset=offset)

@@ -59,6 +59,9 @@ class MatryoshkaLoss:
     """
 
     def __init__(self, inner, dims: Sequence[int], weights: Sequence[float] | None = None):
+        if hasattr(inner, "loss_from_vectors"):
+            raise UsageError("Matryoshka dims truncate pooled embeddings; a late-interaction (ColBERT) model scores "
+                             f"token vectors ({type(inner).__name__}): train it without --matryoshka-dims.")
         if not hasattr(inner, "loss_from_embeddings"):
             raise UsageError(f"Matryoshka dims apply to dense embedding losses (MNRL, cached MNRL, CoSENT, cosine), "
                              f"not to {type(inner).__name__}.")

@@ -23,7 +23,8 @@ from engine.models.base import ModelInfo, TaskModel, normalize_task
 from engine.tasks import EMBEDDING_TASKS
 from engine.models import memory, pylate
 from engine.models.heads import Dense, EmbeddingModel, LateInteractionModel
-from engine.models.loading import (find_config, local_model_dir, read_config, read_json,
+from engine.models.peft_format import adapter_labels, load_adapter
+from engine.models.loading import (adapter_base, find_config, local_model_dir, read_config, read_json,
                                    read_sentence_transformers, read_weights, resolve_model_dir,
                                    safetensors_parameters)
 from engine.models.spec import FamilySpec
@@ -133,9 +134,20 @@ def load_model(path_or_id: str, task: str = "feature-extraction", *, num_labels:
     with this machine's: a model that cannot fit is refused (engine/models/memory.py).
     The configs the model and tokenizer carry (and save) lose ``auto_map``: the engine runs no remote
     code, so an output must not point at modules it does not hold.
+    A PEFT adapter folder (adapter_config.json) loads its base model, then the adapter on it
+    (engine/models/peft_format.py `load_adapter`): its layers train, the rest stays frozen.
     """
     task = normalize_task(task)
     root = resolve_model_dir(path_or_id, revision)
+    base = adapter_base(root)
+    if base is not None:
+        model, tokenizer = load_model(
+            base, task, num_labels=num_labels or (None if id2label else adapter_labels(root, task)),
+            id2label=id2label, is_regression=is_regression, is_multi_label=is_multi_label,
+            use_late_interaction=use_late_interaction, late_interaction_dim=late_interaction_dim, pooling=pooling,
+            normalize=normalize, bidirectional=bidirectional, dropout=dropout, training=training)
+        load_adapter(model, root)
+        return model, tokenizer
     st = read_sentence_transformers(root)
     if use_late_interaction is None:
         use_late_interaction = task in EMBEDDING_TASKS and pylate.is_pylate_dir(root)

@@ -36,6 +36,7 @@ class ModelInfo:
     colbert: dict = field(default_factory=dict)      # PyLate settings of a late-interaction model (prefixes, lengths)
     new_weights: list = field(default_factory=list)  # weights initialised fresh (a new head)
     adapter: dict = field(default_factory=dict)      # LoRA/DoRA settings, once added (engine/models/adapters.py)
+    added_rows: int = 0                              # token rows added after loading ([Q]/[D]): the table's last
 
 
 class TaskModel(nn.Module):

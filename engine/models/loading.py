@@ -12,6 +12,7 @@ import mlx.core as mx
 
 from engine.defaults import resolve_model_name
 from engine.errors import ModelError
+from engine.models.peft_format import PEFT_CONFIG, read_adapter_config
 
 
 def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
@@ -60,10 +61,54 @@ def local_model_dir(name: str) -> Path | None:
     return None
 
 
+def adapter_base(folder: Path, download: bool = True) -> str | None:
+    """The base model of a PEFT adapter folder, as `load_model` takes it: its adapter_config.json's
+    base_model_name_or_path (a folder, 'default', or a Hub id from the cache or else, with ``download``,
+    the Hub), or that folder relative to the adapter's. None when ``folder`` is not an adapter folder
+    (or, without ``download``, its base is not on this machine)."""
+    config_file = Path(folder) / PEFT_CONFIG
+    if (Path(folder) / "config.json").exists() or not config_file.is_file():
+        return None
+    base = read_json(config_file).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{config_file} names no base model (base_model_name_or_path). Set it to the folder or Hub "
+                         "id of the model the adapter was trained on.")
+    for candidate in (base, str(Path(folder) / base)):
+        if local_model_dir(candidate) is not None:
+            return candidate
+    if not download:
+        return None
+    try:
+        resolve_model_dir(base)
+    except ModelError as exc:
+        raise ModelError(f"The base model of the adapter in {folder}, {base!r} (base_model_name_or_path in "
+                         f"{config_file}), cannot be found: {exc} Edit that key to point at the base model's "
+                         "folder.") from None
+    return base
+
+
+def adapter_settings(name: str) -> dict:
+    """The adapter settings (TrainingArgs fields) a run started from a PEFT adapter folder continues with,
+    so that it records and saves itself as a LoRA run; {} for any other model."""
+    folder = local_model_dir(str(name))
+    config = read_adapter_config(folder) if folder is not None and not (folder / "config.json").exists() else None
+    if not config:
+        return {}
+    return {"lora_rank": int(config.get("r") or 8), "lora_alpha": float(config.get("lora_alpha", 8)),
+            "lora_dropout": float(config.get("lora_dropout") or 0), "dora": bool(config.get("use_dora"))}
+
+
 def find_config(folder: Path) -> Path | None:
-    """config.json of a model folder: at the top, or in a sentence-transformers module folder."""
+    """config.json of a model folder: at the top, in a sentence-transformers module folder, or (an adapter
+    folder) its base model's; None when there is none or an adapter's base is not on this machine."""
     if (folder / "config.json").exists():
         return folder / "config.json"
+    if (folder / PEFT_CONFIG).is_file():
+        try:
+            base = adapter_base(folder, download=False)
+        except ModelError:
+            return None
+        return find_config(local_model_dir(base)) if base is not None else None
     modules = folder / "modules.json"
     if modules.exists():
         try:

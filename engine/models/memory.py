@@ -6,16 +6,19 @@ The app's Model page shows the same estimate."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelError
+from engine.tasks import CACHED_LOSSES
 
 BYTES = 4          # float32 weights, gradients and activations
 FIT_FRACTION = 0.8  # leave room for the OS, the app and allocator slack
 OVERHEAD = 400 * 2 ** 20   # interpreter, MLX, tokenizer, datasets
+BUDGET_SHARE = 0.6  # --batch-size auto: the share of RAM a training step may use by default
 
 # Whole-number sizes and the largest value a real checkpoint has (the largest published models
 # stay well inside); anything else is a damaged or hand-edited config.json.
@@ -139,27 +142,32 @@ def lora_parameters(config: dict, rank: int) -> int:
 
 def estimate(config: dict, parameters: int, batch_size: int, max_length: int, *, texts_per_example: int = 1,
              grad_checkpoint: bool = False, freeze_embeddings: bool = False, vocab_logits: bool = False,
-             lora_rank: int = 0) -> Estimate:
+             lora_rank: int = 0, quantize_base: int | None = None) -> Estimate:
     trainable = parameters - (_embedding_parameters(config) if freeze_embeddings else 0)
     trainable = max(trainable, 0)
+    weights = parameters * BYTES
+    if quantize_base:   # QLoRA: the layers' weights at bits/8 bytes, plus a float scale and offset per group of 64
+        layers = max(parameters - _embedding_parameters(config), 0)
+        weights -= layers * BYTES - int(layers * (quantize_base / 8 + 2 * BYTES / 64))
     if lora_rank:   # frozen base: gradients and AdamW state for the adapters only
         trainable = lora_parameters(config, lora_rank)
-        parameters += trainable
+        weights += trainable * BYTES
     per_seq = activation_bytes_per_sequence(config, max_length, grad_checkpoint=grad_checkpoint,
                                             vocab_logits=vocab_logits)
-    return Estimate(weights=parameters * BYTES, gradients=trainable * BYTES, optimizer=2 * trainable * BYTES,
+    return Estimate(weights=weights, gradients=trainable * BYTES, optimizer=2 * trainable * BYTES,
                     activations=batch_size * texts_per_example * per_seq)
 
 
 def training_memory(args, task: str) -> dict:
     """`estimate`'s keyword arguments for a run's TrainingArgs, as `load_model(training=)` takes them.
-    One text per example: the guard refuses only what surely cannot fit. GradCache MNRL keeps the
+    One text per example: the guard refuses only what surely cannot fit. The GradCache losses keep the
     activations of one mini-batch at a time."""
-    cached = args.loss == "cached_mnrl"
-    return {"batch_size": min(args.batch_size, args.mini_batch_size) if cached else args.batch_size,
+    cached = args.loss in CACHED_LOSSES
+    batch = 1 if args.batch_size == "auto" else args.batch_size   # auto: the planner measures what fits
+    return {"batch_size": min(batch, args.mini_batch_size) if cached else batch,
             "max_length": args.max_length, "grad_checkpoint": args.grad_checkpoint,
             "freeze_embeddings": args.freeze_embeddings, "vocab_logits": task == "masked-lm",
-            "lora_rank": args.lora_rank}
+            "lora_rank": args.lora_rank}   # no quantize_base: the float weights are read before they are quantized
 
 
 def largest_batch(config: dict, parameters: int, max_length: int, available: int, *, limit: int = 1024,
@@ -195,15 +203,45 @@ def machine_memory() -> tuple[int | None, str]:
                 return int(size), "Metal recommended working set"
         except Exception:  # noqa: BLE001 — older MLX, no Metal
             pass
+    ram = physical_memory()
+    return (ram, "physical memory") if ram else (None, "unknown")
+
+
+def physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    if sys.platform == "darwin":
         try:
             out = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=2)
-            return int(out.stdout.strip()), "physical memory (hw.memsize)"
+            return int(out.stdout.strip())
         except (OSError, ValueError, subprocess.SubprocessError):
             pass
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory"
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return None, "unknown"
+        return None
+
+
+def process_memory() -> int:
+    """Bytes this process holds now: its resident set (Linux); elsewhere its peak so far, an upper bound."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024   # bytes on macOS, KiB elsewhere
+
+
+def memory_budget(gigabytes: float | None = None, outside: int = 0) -> tuple[int, str]:
+    """(bytes a training step's MLX memory may reach, how that was decided): ``gigabytes`` when given,
+    else BUDGET_SHARE of the RAM (the rest stays for the desktop) less ``outside``, what this process
+    holds beyond MLX's arrays (interpreter, tokenizer, data)."""
+    if gigabytes is not None:
+        return int(gigabytes * 2 ** 30), f"--memory-budget {gigabytes:g} GB"
+    ram = physical_memory()
+    if not ram:
+        return 0, "unknown: this machine does not say how much memory it has; pass --memory-budget"
+    return max(int(BUDGET_SHARE * ram) - outside, 0), (f"{BUDGET_SHARE:.0%} of {human_bytes(ram)} RAM less "
+                                                       f"{human_bytes(outside)} this process already holds")
 
 
 def human_bytes(n: int | None) -> str:

@@ -72,6 +72,7 @@ def prepare(model, tokenizer, config: dict):
         table.weight = mx.concatenate([old, mx.repeat(mean, len(tokenizer) - rows, axis=0)], axis=0)
         _set_vocab_size(info.config, len(tokenizer))
         info.new_weights = list(info.new_weights) + [f"embedding rows {rows}..{len(tokenizer) - 1} (prefix tokens)"]
+        info.added_rows = len(tokenizer) - rows
     info.colbert = dict(config)
     return tokenizer
 

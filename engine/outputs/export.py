@@ -7,11 +7,15 @@ optionally push it to the Hub.
     classification / regression / token classification / masked LM
                                  → transformers           AutoModelFor…from_pretrained(out)
     any model, bare encoder      → transformers           AutoModel.from_pretrained(out)
-    BERT embeddings / classifier → onnx                   onnxruntime.InferenceSession(out/onnx/model.onnx)
+    BERT/ModernBERT/Gemma3/Qwen3 embeddings / classifier → onnx
+                                                          onnxruntime.InferenceSession(out/onnx/model.onnx)
                                                           (engine/outputs/onnx.py; the library files beside it)
-    BERT embeddings              → gguf                   llama.cpp (out/model.gguf; engine/outputs/gguf.py)
+    BERT/ModernBERT/EmbeddingGemma embeddings → gguf      llama.cpp (out/model.gguf; engine/outputs/gguf.py)
     a LoRA/DoRA run's checkpoint → peft                   PeftModel.from_pretrained(Auto…(base), out)
                                                           (the adapter alone; engine/outputs/peft_adapter.py)
+    BERT/ModernBERT/Qwen3 embeddings → mlx                mlx_embeddings.load(out) (engine/outputs/mlx_export.py)
+    BERT/ModernBERT embeddings / classifier → coreml      ct.models.MLModel(out/model.mlpackage)
+                                                          (engine/outputs/coreml.py)
 
 The self-check uses the reference library when it (and torch) is installed, else the engine's own
 loader; the report says which, and the largest difference seen.
@@ -34,15 +38,19 @@ from engine.errors import ExportError
 from engine.files import atomic_write, is_inside, lock_holder, sibling, swap_folder, write_json
 from engine.inference import load_for_task
 from engine.models import task_refusal
+from engine.outputs import coreml
 from engine.outputs import gguf as gguf_export
+from engine.outputs import mlx_export
 from engine.outputs import onnx as onnx_export
 from engine.outputs import peft_adapter
 from engine.run_record import RUN_FILE, is_run_folder, write_run_record
 
-FORMATS = ("sentence-transformers", "pylate", "transformers", "onnx", "gguf", "peft")
+FORMATS = ("sentence-transformers", "pylate", "transformers", "onnx", "gguf", "peft", "mlx", "coreml")
 # Formats for another runtime: each module has missing(), refusal(model, quantize), write(...), check(...),
 # card_section(...) and WITH_LIBRARY_FILES (the folder also holds the task library's files).
-RUNTIMES = {"onnx": onnx_export, "gguf": gguf_export, "peft": peft_adapter}
+RUNTIMES = {"onnx": onnx_export, "gguf": gguf_export, "peft": peft_adapter, "mlx": mlx_export,
+            "coreml": coreml}
+QUANTIZE = ("int8", "int4", "f16", "q8_0")   # every runtime's --quantize names; each refusal() says which it takes
 COSINE_MIN = 0.9999     # embeddings: per row (per token for late interaction)
 LOGITS_ATOL = 1e-4      # logits: |Δ| ≤ 1e-4 · max(1, largest |logit|)
 SAMPLE_TEXTS = ("What is the capital of France?",
@@ -84,6 +92,25 @@ def check_format(model, fmt: str, quantize: str | None = None) -> str:
         raise ExportError(refusal, "This model still works here: raclate predict and raclate eval load it.",
                           refused=True)
     return fmt
+
+
+def format_choices(source: str, task: str | None = None) -> dict[str, dict]:
+    """What ``export_model(source, fmt=…, quantize=…)`` would take, before any work (the app's Export
+    dialog offers it): per format, ``refused`` (the engine's message, or None) and the ``quantize``
+    names its runtime takes for this model."""
+    model, _tokenizer, _task, _record = load_for_task(source, task)
+    choices = {}
+    for fmt in FORMATS:
+        runtime = RUNTIMES.get(fmt)
+        try:
+            if runtime and runtime.missing():
+                raise ExportError(runtime.missing() + ".", "Install it, then export again.", refused=True)
+            check_format(model, fmt)
+        except ExportError as exc:
+            choices[fmt] = {"refused": " ".join(filter(None, (str(exc), exc.hint))), "quantize": []}
+            continue
+        choices[fmt] = {"refused": None, "quantize": [q for q in QUANTIZE if runtime and not runtime.refusal(model, q)]}
+    return choices
 
 
 def complete_config(model, tokenizer) -> None:
@@ -312,7 +339,8 @@ def self_check(model, tokenizer, out, fmt: str, texts=None, quantize: str | None
     except Exception as exc:  # noqa: BLE001 — a folder its library cannot load fails the check
         first = str(exc).splitlines()[0] if str(exc) else ""
         report = {"reference": {"sentence-transformers": "sentence-transformers", "pylate": "pylate",
-                                "onnx": "onnxruntime", "gguf": "gguf", "peft": "peft"}.get(fmt, "transformers"), "compared": "loading the folder", "max_abs_diff": float("inf"),
+                                "onnx": "onnxruntime", "gguf": "gguf", "peft": "peft",
+                                "mlx": "mlx-embeddings", "coreml": "coremltools"}.get(fmt, "transformers"), "compared": "loading the folder", "max_abs_diff": float("inf"),
                   "min_cosine": None, "tolerance": "loads", "ok": False,
                   "detail": f"it does not load: {type(exc).__name__}: {first}"}
     report.update(format=fmt, rows=len(texts))

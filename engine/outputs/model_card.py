@@ -51,8 +51,10 @@ def _front_matter(fmt: str, task: str, base: str | None, record: dict) -> list[s
     if _hub_id(base):
         lines.append(f"base_model: {base}")
     data = (record.get("data") or {}).get("data")
-    if _hub_id(data) and "." not in data.rsplit("/", 1)[-1]:
-        lines += ["datasets:", f"- {data}"]
+    paths = [e["path"] for e in data] if isinstance(data, list) else [data]   # several datasets: each entry's path
+    hub = [p for p in paths if _hub_id(p) and "." not in p.rsplit("/", 1)[-1]]
+    if hub:
+        lines += ["datasets:"] + [f"- {p}" for p in hub]
     lines += ["tags:"] + [f"- {t}" for t in tags] + ["---", ""]
     return lines
 
@@ -139,7 +141,15 @@ def _training_section(record: dict) -> list[str]:
         return []
     data = record.get("data") or {}
     lines = ["## Training data", ""]
-    if data.get("data"):
+    if isinstance(data.get("data"), list):   # several datasets: each batch comes from one of them
+        lines.append(f"- {len(data['data'])} datasets, batches drawn {data.get('sampling', 'proportional')}, "
+                     "each batch from one dataset:")
+        for e in data["data"]:
+            columns = ", ".join(f"{c} → {r}" for r, c in e.get("columns", {}).items() if c)
+            lines.append(f"  - {e['name']}: `{e['path']}`" + (f"; columns {columns}" if columns else "")
+                         + (f"; loss {e['loss']}" if e.get("loss") else "")
+                         + (f"; validation `{e['eval_data']}`" if e.get("eval_data") else ""))
+    elif data.get("data"):
         lines.append(f"- data: `{data['data']}`" + (f" (subset {data['subset']})" if data.get("subset") else ""))
     if data.get("eval_data"):
         lines.append(f"- validation data: `{data['eval_data']}`")

@@ -1,20 +1,22 @@
 """ONNX export: the engine's weights written as an ONNX graph with ``onnx.helper`` (no torch), checked
-with onnxruntime against the live MLX model.
+with onnxruntime against the live MLX model. BERT, ModernBERT, Gemma3 (EmbeddingGemma) and Qwen3; the
+families' encoder graphs live in engine/outputs/onnx_families.py.
 
-    onnx/model.onnx                  BERT encoder → ``last_hidden_state`` [batch, sequence, hidden]
+    onnx/model.onnx                  encoder → ``last_hidden_state`` [batch, sequence, hidden]
                                      (embedding models: what sentence-transformers' ONNX backend loads, it
                                      pools itself) or the classifier → ``logits`` [batch, labels]
     onnx/model_pipeline.onnx         embedding models: encoder, pooling, Dense layers, normalize →
                                      ``sentence_embedding`` [batch, dim], for onnxruntime alone
     onnx/model*_qint8.onnx           ``--quantize int8``: the same, weights int8 (dynamic quantization)
 
-Inputs are ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, dynamic batch and sequence
-axes), the names a transformers tokenizer gives, so ``session.run(None, dict(tokenizer(...)))`` works.
+Inputs are ``input_ids``, ``attention_mask`` and, for BERT, ``token_type_ids`` (int64, dynamic batch and
+sequence axes), the names a transformers tokenizer gives.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +27,10 @@ from mlx.utils import tree_flatten
 from engine.data.inputs import tokenize_texts
 from engine.inference import max_length_of
 from engine.models.heads import Classifier, EmbeddingModel, LateInteractionModel, normalize, pool
+from engine.outputs.onnx_families import DEFAULT_INPUTS, DOWN_PROJECTIONS, ENCODERS, INPUTS, OPSET, Graph, positions
 
 INSTALL = "pip install 'raclate-tuner[onnx]'"
-OPSET = 17                      # LayerNormalization is a standard op from 17 on
-FAMILIES = ("bert",)
-FLOAT_MIN = float(np.finfo(np.float32).min)   # transformers' additive mask value in fp32
+FAMILIES = tuple(ENCODERS)
 MAX_ABS = 1e-4                  # fp32: |Δ| ≤ 1e-4 · max(1, largest |output|)
 COSINE_MIN = 0.9999             # fp32: per row (per real token for hidden states)
 INT8_COSINE = 0.99              # int8: mean per-row cosine to the engine's outputs …
@@ -67,14 +68,16 @@ def refusal(model, quantize: str | None) -> str | None:
     """Why this model cannot be exported to ONNX here, or None."""
     family = model.info.config.get("model_type")
     if family not in FAMILIES:
-        return f"The ONNX export supports the {', '.join(FAMILIES)} family only, not {family!r}."
+        return f"The ONNX export supports the {', '.join(FAMILIES)} families, not {family!r}."
     if isinstance(model, LateInteractionModel):
         return "The ONNX export does not cover late-interaction (ColBERT) models."
     if not isinstance(model, EmbeddingModel) and not (
-            isinstance(model, Classifier) and model.classifier_pooling == "pooler"):
+            isinstance(model, Classifier) and model.classifier_pooling is not None):
         return f"The ONNX export covers embedding and text-classification models, not {model.info.task}."
-    if model.info.config.get("hidden_act", "gelu") not in ACTIVATIONS:
-        return f"The ONNX export has no form of the activation {model.info.config['hidden_act']!r}."
+    args = model.info.args
+    acts = {getattr(args, k) for k in ("hidden_act", "hidden_activation", "classifier_activation") if hasattr(args, k)}
+    if acts - set(ACTIVATIONS):
+        return f"The ONNX export has no form of the activation {', '.join(sorted(acts - set(ACTIVATIONS)))}."
     dense = [layer.activation_function for layer in getattr(model, "dense", [])]
     if any(a not in DENSE_ACTIVATIONS for a in dense) or getattr(model, "pooling", "mean") not in POOLING_MODES:
         return f"The ONNX export has no form of this model's pooling or Dense activations ({', '.join(dense)})."
@@ -84,131 +87,38 @@ def refusal(model, quantize: str | None) -> str | None:
 
 
 # -- the graph -----------------------------------------------------------------------------------
-class Graph:
-    """Nodes and initializers under fresh names; ``op`` returns the (first) output's name."""
-
-    def __init__(self):
-        from onnx import helper, numpy_helper
-        self.helper, self.numpy_helper = helper, numpy_helper
-        self.nodes, self.inits, self.count = [], [], 0
-
-    def name(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
-
-    def const(self, value, hint: str = "c") -> str:
-        name = self.name(hint)
-        self.inits.append(self.numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
-        out = out or self.name(op_type.lower())
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
-        return out
-
-    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, hint: str) -> str:
-        """x @ W.T + b (MatMul with a constant weight: what dynamic quantization rewrites)."""
-        y = self.op("MatMul", x, self.const(np.ascontiguousarray(weight.T), hint + ".weight"))
-        return y if bias is None else self.op("Add", y, self.const(bias, hint + ".bias"))
-
-    def layer_norm(self, x: str, w: dict, prefix: str, eps: float) -> str:
-        return self.op("LayerNormalization", x, self.const(w[prefix + ".weight"], prefix + ".weight"),
-                       self.const(w[prefix + ".bias"], prefix + ".bias"), axis=-1, epsilon=eps)
-
-    def activation(self, x: str, name: str) -> str:
-        half = self.const(np.float32(0.5))
-        if name == "gelu":   # exact: 0.5·x·(1 + erf(x/√2))
-            erf = self.op("Erf", self.op("Div", x, self.const(np.float32(np.sqrt(2.0)))))
-            return self.op("Mul", self.op("Mul", x, half), self.op("Add", erf, self.const(np.float32(1.0))))
-        if name in ("gelu_new", "gelu_pytorch_tanh"):   # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
-            cube = self.op("Mul", self.op("Mul", x, x), x)
-            inner = self.op("Add", x, self.op("Mul", cube, self.const(np.float32(0.044715))))
-            t = self.op("Tanh", self.op("Mul", inner, self.const(np.float32(np.sqrt(2.0 / np.pi)))))
-            return self.op("Mul", self.op("Mul", x, half), self.op("Add", t, self.const(np.float32(1.0))))
-        if name == "relu":
-            return self.op("Relu", x)
-        if name in ("silu", "swish"):
-            return self.op("Mul", x, self.op("Sigmoid", x))
-        if name == "tanh":
-            return self.op("Tanh", x)
-        if name == "identity":
-            return x
-        raise ValueError(f"activation {name!r} has no ONNX form here")
-
-    def model(self, inputs, outputs, name: str):
-        graph = self.helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        return self.helper.make_model(graph, opset_imports=[self.helper.make_opsetid("", OPSET)],
-                                      producer_name="raclate-tuner")
-
-
 def _weights(module) -> dict[str, np.ndarray]:
     return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(module.parameters())}
-
-
-def _bert_encoder(g: Graph, w: dict, cfg: dict) -> str:
-    """transformers' BertModel (no pooler) on the three inputs → last hidden state [B, T, H]."""
-    heads, hidden, eps = cfg["num_attention_heads"], cfg["hidden_size"], cfg.get("layer_norm_eps", 1e-12)
-    act = cfg.get("hidden_act", "gelu")
-    length = g.op("Gather", g.op("Shape", "input_ids"), g.const(np.int64(1)), axis=0)
-    positions = g.op("Range", g.const(np.int64(0)), length, g.const(np.int64(1)))          # (T,)
-    x = g.op("Add", g.op("Gather", g.const(w["embeddings.word_embeddings.weight"], "word_embeddings"), "input_ids"),
-             g.op("Gather", g.const(w["embeddings.position_embeddings.weight"], "position_embeddings"), positions))
-    x = g.op("Add", x, g.op("Gather", g.const(w["embeddings.token_type_embeddings.weight"], "token_type_embeddings"),
-                            "token_type_ids"))
-    x = g.layer_norm(x, w, "embeddings.LayerNorm", eps)                                      # (B, T, H)
-    # additive key mask: 0 where attended, float32 min at padding, (B, 1, 1, T)
-    keep = g.op("Cast", g.op("Unsqueeze", "attention_mask", g.const(np.array([1, 2], np.int64))), to=1)
-    mask = g.op("Mul", g.op("Sub", g.const(np.float32(1.0)), keep), g.const(np.float32(FLOAT_MIN)))
-    split = g.const(np.array([0, 0, heads, hidden // heads], np.int64))
-    merge = g.const(np.array([0, 0, hidden], np.int64))
-    scale = g.const(np.float32((hidden // heads) ** -0.5))
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"encoder.layer.{i}."
-        proj = lambda n: g.op("Reshape", g.linear(x, w[p + f"attention.self.{n}.weight"],  # noqa: E731
-                                                  w[p + f"attention.self.{n}.bias"], p + n), split)  # (B, T, nh, hd)
-        q = g.op("Transpose", proj("query"), perm=[0, 2, 1, 3])                               # (B, nh, T, hd)
-        k = g.op("Transpose", proj("key"), perm=[0, 2, 3, 1])                                 # (B, nh, hd, T)
-        v = g.op("Transpose", proj("value"), perm=[0, 2, 1, 3])
-        scores = g.op("Add", g.op("Mul", g.op("MatMul", q, k), scale), mask)                  # (B, nh, T, T)
-        ctx = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
-        ctx = g.op("Reshape", g.op("Transpose", ctx, perm=[0, 2, 1, 3]), merge)               # (B, T, H)
-        out = g.linear(ctx, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"],
-                       p + "attention.output.dense")
-        x = g.layer_norm(g.op("Add", out, x), w, p + "attention.output.LayerNorm", eps)
-        mid = g.activation(g.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"],
-                                    p + "intermediate.dense"), act)
-        out = g.linear(mid, w[p + "output.dense.weight"], w[p + "output.dense.bias"], p + "output.dense")
-        x = g.layer_norm(g.op("Add", out, x), w, p + "output.LayerNorm", eps)
-    return x
 
 
 def _pool(g: Graph, hidden: str, mode: str) -> str:
     """The engine's `pool` ([B, T, H] → [B, H]) on the graph's attention mask."""
     if mode == "cls":
         return g.op("Gather", hidden, g.const(np.int64(0)), axis=1)
-    mask = g.op("Cast", g.op("Unsqueeze", "attention_mask", g.const(np.array([-1], np.int64))), to=1)  # (B, T, 1)
-    axis = g.const(np.array([1], np.int64))
+    if mode == "lasttoken":   # argmax of position · mask: right or left padding alike
+        last = g.op("ArgMax", g.op("Mul", "attention_mask", positions(g)), axis=1, keepdims=1)    # (B, 1)
+        shape = g.op("Concat", g.op("Shape", hidden, start=0, end=1), g.ints(1), g.op("Shape", hidden, start=2),
+                     axis=0)                                                                      # (B, 1, H)
+        index = g.op("Expand", g.op("Unsqueeze", last, g.ints(-1)), shape)
+        return g.op("Squeeze", g.op("GatherElements", hidden, index, axis=1), g.ints(1))
+    mask = g.op("Cast", g.op("Unsqueeze", "attention_mask", g.ints(-1)), to=1)                  # (B, T, 1)
     if mode == "mean":
-        total = g.op("ReduceSum", g.op("Mul", hidden, mask), axis, keepdims=0)
-        count = g.op("Max", g.op("ReduceSum", mask, axis, keepdims=0), g.const(np.float32(1e-9)))
+        total = g.op("ReduceSum", g.op("Mul", hidden, mask), g.ints(1), keepdims=0)
+        count = g.op("Max", g.op("ReduceSum", mask, g.ints(1), keepdims=0), g.const(np.float32(1e-9)))
         return g.op("Div", total, count)
     if mode == "max":
         masked = g.op("Where", g.op("Greater", mask, g.const(np.float32(0))), hidden, g.const(np.float32(-np.inf)))
         return g.op("ReduceMax", masked, axes=[1], keepdims=0)
-    if mode == "lasttoken":   # argmax of position · mask: right or left padding alike
-        length = g.op("Gather", g.op("Shape", "input_ids"), g.const(np.int64(1)), axis=0)
-        positions = g.op("Range", g.const(np.int64(0)), length, g.const(np.int64(1)))
-        last = g.op("ArgMax", g.op("Mul", "attention_mask", positions), axis=1, keepdims=1)   # (B, 1)
-        shape = g.op("Concat", g.op("Shape", hidden, start=0, end=1), g.const(np.array([1], np.int64)),
-                     g.op("Shape", hidden, start=2), axis=0)                                   # (B, 1, H)
-        index = g.op("Expand", g.op("Unsqueeze", last, g.const(np.array([-1], np.int64))), shape)
-        return g.op("Squeeze", g.op("GatherElements", hidden, index, axis=1), g.const(np.array([1], np.int64)))
     raise ValueError(f"pooling {mode!r} has no ONNX form here")
 
 
-def _inputs(helper, TensorProto):
-    return [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
-            for n in ("input_ids", "attention_mask", "token_type_ids")]
+def input_names(model) -> tuple[str, ...]:
+    return INPUTS.get(model.info.config["model_type"], DEFAULT_INPUTS)
+
+
+def _feed(session, batch: dict) -> dict:
+    """The batch's arrays the file reads (a BERT tokenizer also gives token types to other families)."""
+    return {i.name: batch[i.name] for i in session.get_inputs()}
 
 
 def build(model, pipeline: bool = False):
@@ -218,12 +128,20 @@ def build(model, pipeline: bool = False):
     g = Graph()
     cfg = model.info.config
     w = _weights(model.backbone)
-    x = _bert_encoder(g, w, cfg)
-    if isinstance(model, Classifier):   # BERT's pooler: tanh(dense(h[CLS])), then the classifier
-        pooled = g.op("Tanh", g.linear(g.op("Gather", x, g.const(np.int64(0)), axis=1), w["pooler.dense.weight"],
-                                       w["pooler.dense.bias"], "pooler.dense"))
+    x = ENCODERS[cfg["model_type"]](g, w, model.info.args)
+    if isinstance(model, Classifier):
+        if model.classifier_pooling == "pooler":   # BERT's pooler: tanh(dense(h[CLS]))
+            x = g.op("Tanh", g.linear(g.op("Gather", x, g.const(np.int64(0)), axis=1), w["pooler.dense.weight"],
+                                      w["pooler.dense.bias"], "pooler.dense"))
+        else:
+            x = _pool(g, x, model.classifier_pooling)
+        if "head" in model:   # ModernBERT's prediction head: norm(act(dense(x)))
+            hw = _weights(model.head)
+            x = g.activation(g.linear(x, hw["dense.weight"], hw.get("dense.bias"), "head.dense"),
+                             model.info.args.classifier_activation)
+            x = g.layer_norm(x, hw, "norm", model.info.args.norm_eps)
         head = _weights(model[model.out_name])
-        logits = g.linear(pooled, head["weight"], head.get("bias"), model.out_name)
+        logits = g.linear(x, head["weight"], head.get("bias"), model.out_name)
         g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
         outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", head["weight"].shape[0]])]
     elif not pipeline:
@@ -241,7 +159,8 @@ def build(model, pipeline: bool = False):
             x = g.op("Div", x, g.op("Max", norm, g.const(np.float32(1e-12))))
         g.nodes.append(helper.make_node("Identity", [x], ["sentence_embedding"]))
         outputs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", "dim"])]
-    return g.model(_inputs(helper, TensorProto), outputs, "raclate_" + cfg["model_type"])
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in input_names(model)]
+    return g.model(inputs, outputs, "raclate_" + cfg["model_type"])
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -267,16 +186,16 @@ def write(model, tokenizer, out: Path, quantize: str | None) -> None:
             onnx.checker.check_model(built, full_check=True)
             onnx.save(built, str(out / paths[role]))
             if quantize == "int8":
-                _quantize(built, out / paths[role], out / paths[role + "_int8"])
+                _quantize(built, out / paths[role], out / paths[role + "_int8"], model.info.config["model_type"])
 
 
-def _quantize(built, src: Path, dst: Path) -> None:
+def _quantize(built, src: Path, dst: Path, family: str) -> None:
     """int8 weights (the MatMuls' per output channel, and the embedding tables), activations quantized
     on the fly; the FFN down projections stay fp32: BERT's activation outliers live there
     (all-MiniLM-L6-v2: mean cosine 0.990 with them quantized, 0.994 without; 87 MB → 33 MB)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    down = [n.name for n in built.graph.node if n.op_type == "MatMul"
-            and ".output.dense.weight" in n.input[1] and ".attention." not in n.input[1]]
+    down = [n.name for n in built.graph.node
+            if n.op_type == "MatMul" and re.search(DOWN_PROJECTIONS[family], n.input[1])]
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)   # its root-logger advice to "run pre-processing" is not for our users
     try:
@@ -379,11 +298,13 @@ def check(model, tokenizer, out: Path, texts, quantize: str | None = None) -> di
     for role, path in paths.items():
         session = _session(Path(out) / path)
         if role.endswith("_int8"):   # compared as used: an encoder file's hidden states pooled as ST pools them
-            run = ((lambda b, s=session: _sentence_embeddings(model, s.run(None, b)[0], b)) if role == "model_int8"
-                   and isinstance(model, EmbeddingModel) else (lambda b, s=session: s.run(None, b)[0]))
+            run = ((lambda b, s=session: _sentence_embeddings(model, s.run(None, _feed(s, b))[0], b))
+                   if role == "model_int8" and isinstance(model, EmbeddingModel)
+                   else (lambda b, s=session: s.run(None, _feed(s, b))[0]))
             parts[role] = {"file": path, **int8_agreement(model, tokenizer, run, encoded, texts)}
             continue
-        pairs = [(_rows(_engine(model, role, b), b), _rows(session.run(None, b)[0], b)) for b in encoded]
+        pairs = [(_rows(_engine(model, role, b), b), _rows(session.run(None, _feed(session, b))[0], b))
+                 for b in encoded]
         diff = max(float(np.abs(a - b).max()) for a, b in pairs)
         scale = max(1.0, max(float(np.abs(a).max()) for a, _ in pairs))
         part = {"file": path, "max_abs_diff": diff, "min_cosine": min(float(cosines(a, b).min()) for a, b in pairs)}
@@ -412,14 +333,15 @@ def card_section(model, check: dict, name: str) -> list[str]:
     """How to run the ONNX files, and how well each agreed with the MLX model."""
     embedding = isinstance(model, EmbeddingModel)
     lines = ["## ONNX", "", "Built from the MLX weights with `onnx` (opset "
-             f"{OPSET}); inputs `input_ids`, `attention_mask`, `token_type_ids` (int64, dynamic batch and "
+             f"{OPSET}); inputs {', '.join(f'`{n}`' for n in input_names(model))} (int64, dynamic batch and "
              "sequence axes). Tokenize with the tokenizer in this folder.", "", "### onnxruntime", "", "```python",
              "import onnxruntime as ort", "from transformers import AutoTokenizer", "",
              f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
              f'session = ort.InferenceSession("{name}/{files(model, None)["pipeline" if embedding else "model"]}")',
-             'inputs = tokenizer(["The weather is lovely today."], padding=True, truncation=True, return_tensors="np")']
+             'enc = tokenizer(["The weather is lovely today."], padding=True, truncation=True, return_tensors="np")',
+             "inputs = {i.name: enc[i.name] for i in session.get_inputs()}"]
     if embedding:
-        lines += ["(embeddings,) = session.run(None, dict(inputs))  # pooled, Dense, "
+        lines += ["(embeddings,) = session.run(None, inputs)  # pooled, Dense, "
                   + ("normalised" if model.normalize else "not normalised"), "```", "",
                   "### sentence-transformers (ONNX backend, needs `pip install sentence-transformers[onnx]`)", "",
                   "It loads `onnx/model.onnx` (the encoder) and pools with this folder's own modules:", "",
@@ -428,7 +350,7 @@ def card_section(model, check: dict, name: str) -> list[str]:
                   'model_kwargs={"file_name": "onnx/model.onnx"})',
                   'embeddings = model.encode(["The weather is lovely today."])']
     else:
-        lines += ["(logits,) = session.run(None, dict(inputs))  # softmax for probabilities", "```", "",
+        lines += ["(logits,) = session.run(None, inputs)  # softmax for probabilities", "```", "",
                   "### sentence-transformers CrossEncoder / optimum (ONNX backend)", "", "```python",
                   "from sentence_transformers import CrossEncoder", "",
                   f'model = CrossEncoder("{name}", backend="onnx", model_kwargs={{"file_name": "onnx/model.onnx"}})']

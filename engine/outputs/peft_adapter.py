@@ -6,10 +6,12 @@
                                  (DoRA: .lora_magnitude_vector; the head's own weights under its name)
 
 ``peft.PeftModel.from_pretrained(AutoModel….from_pretrained(base), folder)`` loads it. The export needs a
-model that still has its adapters: a checkpoint of a LoRA run (``RUN/checkpoints/step-N``); a run's
-output folder holds the merged weights. The self-check loads the folder in peft on the base model and
-compares with the engine (a runtime module of engine/outputs/export.py: missing, refusal, write, check,
-card_section).
+model that still has its adapters: a checkpoint of a LoRA run (``RUN/checkpoints/step-N``), or an adapter
+folder; a run's output folder holds the merged weights. The self-check loads the folder in peft on the
+base model and compares with the engine (a runtime module of engine/outputs/export.py: missing, refusal,
+write, check, card_section). An adapter trained on a quantized base (--quantize-base) goes on the float
+base like any QLoRA adapter: the check then compares peft with the engine's own float base + adapter,
+since the quantized model that trained differs from it by the quantization error.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import numpy as np
 import mlx.core as mx
 
 from engine.data.inputs import tokenize_texts
-from engine.models.adapters import PEFT_WEIGHTS, adapter_layers, peft_weights, save_adapter
+from engine.models import load_model
+from engine.models.adapters import adapter_layers
+from engine.models.peft_format import PEFT_WEIGHTS, peft_weights, save_adapter
 from engine.models.saving import is_embedding
 
 WITH_LIBRARY_FILES = False     # the adapter alone: the base model comes from base_model_name_or_path
@@ -77,12 +81,17 @@ def check(model, tokenizer, out: Path, texts, quantize: str | None = None) -> di
     if not (importlib.util.find_spec("peft") and importlib.util.find_spec("torch")):
         return _check_file(model, out)
     embedding = is_embedding(model)
+    bits = model.info.adapter.get("quantize_base")
+    if bits:   # peft puts the adapter on the float base: compare with the engine's float base + this adapter
+        model, _ = load_model(str(out), model.info.task)
     enc = tokenize_texts(tokenizer, list(texts), padding=True, return_tensors="np", max_length=128)
     keys = ("input_ids", "attention_mask") + (("token_type_ids",) if getattr(model, "token_types", False) else ())
     arrays = {k: enc[k].astype(np.int32) for k in keys if k in enc}
     fn = model.hidden_states if embedding else model
     ours = np.array(fn(*(mx.array(v) for v in arrays.values())).astype(mx.float32))
     theirs, reference = _peft_outputs(model, out, arrays)
+    if bits:
+        reference += f" vs the engine's float base + the adapter (trained on a {bits}-bit base)"
     mask = arrays["attention_mask"] > 0
     a, b = (ours[mask], theirs[mask]) if ours.ndim == 3 else (ours, theirs)   # hidden states: real tokens only
     cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
@@ -100,4 +109,7 @@ def card_section(model, check: dict, name: str) -> list[str]:
             f"from transformers import {auto}", "", f'base = {auto}.from_pretrained("{model.info.source}")',
             f'model = PeftModel.from_pretrained(base, "{name}")', "```", "",
             f"Checked with {check['reference']}: {check['compared']}, max |Δ| {check['max_abs_diff']:.2e}"
-            + (f", min cosine {check['min_cosine']:.6f}" if check.get("min_cosine") is not None else "") + "."]
+            + (f", min cosine {check['min_cosine']:.6f}" if check.get("min_cosine") is not None else "") + "."] + (
+        ["", f"The adapter was trained on a {a['quantize_base']}-bit quantized copy of the base (QLoRA-style). On the "
+         "float base its outputs differ from the trained model's by that quantization error."]
+        if a.get("quantize_base") else [])

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from engine.data.args import DatasetArgs
+from engine.data.args import DatasetArgs, dataset_entries, dataset_name, set_dataset_columns
 from engine.data.inputs import check_user_prompts, user_prompts
 from engine.errors import UsageError
 from engine.files import LOCK_FILE, lock_holder
 from engine.models import family_specs, get_family, local_config, preset_for, spec_for, task_refusal
+from engine.models.adapters import check_quantization
+from engine.models.loading import adapter_settings
 from engine.run_record import RUN_FILE, is_run_folder
 from engine.tasks import normalize_task, task_names, training_task
 from engine.training.args import TrainingArgs
@@ -22,6 +24,8 @@ from engine.training.checkpoint import checkpoint_dirs, find_checkpoint
 
 # DatasetArgs fields a run sets from the rest of its config: the task, and TrainingArgs' own values.
 DATA_FROM_RUN = ("task_type", "max_length", "seed", "is_regression")
+# Tasks whose datasets mix: no label set that each file would number its own way.
+MIXABLE_TASKS = ("sentence-similarity", "masked-lm")
 TRAINING_FIELDS = frozenset(f.name for f in fields(TrainingArgs))
 DATA_FIELDS = frozenset(f.name for f in fields(DatasetArgs)) - set(DATA_FROM_RUN)
 
@@ -41,15 +45,21 @@ class RunConfig:
 def build_run_config(settings: dict | None = None, **overrides) -> RunConfig:
     """``settings`` in run.json shape ({model, task, data: {...}, training: {...}}; other keys are
     ignored), then ``overrides`` by field name (model, task, any TrainingArgs or DatasetArgs field;
-    ``columns`` adds to the settings' mapping) → RunConfig. Raises UsageError for a missing or bad value.
+    ``columns`` adds to the settings' mapping; ``dataset_columns`` {name: {role: column}} to the mapping
+    of the dataset of that name) → RunConfig. Raises UsageError for a missing or bad value.
 
-    max_length, seed and is_regression are TrainingArgs settings; the data half gets the same values."""
+    Several datasets: ``data.data`` (or ``data`` itself) is a list of paths or {path, name, columns,
+    loss, eval_data} entries. max_length, seed and is_regression are TrainingArgs settings; the data half
+    gets the same values."""
     settings = settings or {}
     model = overrides.pop("model", None) or settings.get("model")
     task = overrides.pop("task", None) or settings.get("task")
-    data = {k: v for k, v in (settings.get("data") or {}).items() if k not in DATA_FROM_RUN}
+    given = settings.get("data") or {}
+    given = {"data": given} if isinstance(given, list) else given   # run.json's short form: "data": [...]
+    data = {k: v for k, v in given.items() if k not in DATA_FROM_RUN}
     training = dict(settings.get("training") or {})
     columns = overrides.pop("columns", None)
+    dataset_columns = overrides.pop("dataset_columns", None)
     for name, value in overrides.items():
         if name in TRAINING_FIELDS:
             training[name] = value
@@ -59,6 +69,8 @@ def build_run_config(settings: dict | None = None, **overrides) -> RunConfig:
             raise UsageError(f"Unknown setting {name!r}.")
     if columns:
         data["columns"] = {**(data.get("columns") or {}), **columns}
+    if dataset_columns:
+        _set_dataset_columns(data, dataset_columns)
 
     if not model:
         raise UsageError("No model given. Pass --model with a folder, a Hub id, or 'default'.")
@@ -76,16 +88,22 @@ def build_run_config(settings: dict | None = None, **overrides) -> RunConfig:
     if not data.get("data"):
         raise UsageError("No training data given. Pass --data with a .jsonl/.json/.csv/.tsv/.parquet file, "
                          "a folder, or a Hub dataset id.")
+    if isinstance(data["data"], (list, tuple)) and training_task(task) not in MIXABLE_TASKS:
+        raise UsageError(f"Several datasets in one run are for {' and '.join(MIXABLE_TASKS)}: a {task} model has one "
+                         "label set, which each file would number its own way. Merge the files into one, or train "
+                         "on one --data.")
     if not training.get("output_dir"):
         raise UsageError("No output folder given. Pass --output with a new folder for the model.")
     # The family's starting points fill only what the user left out.
     preset = {k: v for k, v in preset_for(model).items() if k in TRAINING_FIELDS}
     try:
-        args = TrainingArgs.from_dict({**preset, **training})
+        args = TrainingArgs.from_dict({**preset, **adapter_settings(model), **training})   # an adapter folder's own
         dargs = DatasetArgs(**data, task_type=task, max_length=args.max_length, seed=args.seed,
                             is_regression=args.is_regression)
     except (TypeError, ValueError) as exc:   # DataError is a ValueError too
         raise UsageError(str(exc)) from None
+    if args.quantize_base:   # this backend's quantized matmul, checked before any data or weights are read
+        check_quantization(args.quantize_base)
     if args.bidirectional is not None and spec is not None and not spec.supports_bidirectional:
         having = ", ".join(s.model_type for s in family_specs().values() if s.supports_bidirectional)
         raise UsageError(f"{spec.name} has no switch between causal and bidirectional attention, so "
@@ -93,6 +111,21 @@ def build_run_config(settings: dict | None = None, **overrides) -> RunConfig:
     check_user_prompts(task, args.use_late_interaction,
                        user_prompts(args.prompts, args.query_prompt, args.document_prompt))
     return RunConfig(str(model), task, dargs, args)
+
+
+def _set_dataset_columns(data: dict, dataset_columns: dict) -> None:
+    """--column NAME:role=column into ``data``: into the entry of dataset NAME when there are several,
+    into the one mapping when NAME is the single dataset's name."""
+    try:
+        if isinstance(data.get("data"), (list, tuple)):
+            data["data"], data["eval_data"] = dataset_entries(data["data"], data.get("eval_data")), None
+            set_dataset_columns(data["data"], dataset_columns)
+            return
+        entry = {"name": dataset_name(data.get("data") or ""), "columns": data.get("columns") or {}}
+        set_dataset_columns([entry], dataset_columns)
+        data["columns"] = entry["columns"]
+    except ValueError as exc:   # DataError: a name that is no dataset's, a bad entry
+        raise UsageError(str(exc)) from None
 
 
 def replacement_dir(out: Path) -> Path:

@@ -2,10 +2,13 @@
 error classification and the run record the GUI's Runs page reads."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import platform
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import asdict, replace
@@ -19,6 +22,9 @@ from engine.training.config import RunConfig, check_output_contents, holds_files
 
 
 ADAPTER_DIR = "adapter"   # --save-adapter: the PEFT adapter, beside the merged model
+# The library the end-of-run self-check reloads each output format in (engine/outputs/export.py).
+REFERENCE_LIBRARIES = {"sentence-transformers": "sentence_transformers", "pylate": "pylate",
+                       "transformers": "transformers"}
 
 
 def classify_error(exc: BaseException) -> tuple[str, str, str]:
@@ -35,9 +41,9 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
     locked while the run writes it. ``overwrite`` replaces an earlier run there: the new run trains in
     a folder beside it (``replacement_dir``) that is swapped in once it has finished."""
     import mlx.core as mx
-    from engine.data import load_dataset
+    from engine.data.mixing import load_datasets
     from engine.models import load_model, task_refusal
-    from engine.models.adapters import save_adapter
+    from engine.models.peft_format import save_adapter
     from engine.models.dropout import dropout_values
     from engine.models.memory import training_memory
     from engine.models.saving import is_embedding
@@ -63,9 +69,13 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
         if e["event"] in ("step", "eval"):
             history.append(e)
         elif e["event"] == "phase":
+            if e["name"] == "training" and "training" not in phases:   # the first step has run: off the
+                _preload_reference(model)                               # path to it, import the check's library
             phases.add(e["name"])
         elif e["event"] == "run_started":
             record["parameters"] = {k: e[f"{k}_parameters"] for k in ("trainable", "frozen", "total")}
+        elif e["event"] == "batch_size_chosen":   # --batch-size auto: what was measured and chosen
+            record["batch_size_chosen"] = {k: v for k, v in e.items() if k not in ("event", "time")}
 
     callbacks = list(callbacks) + [keep]
 
@@ -88,7 +98,7 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
             from engine.outputs.hub import check_push
             check_push(args.hub_model_id)
         emit("phase", name="loading_data")
-        data = load_dataset(dargs)
+        data = load_datasets(dargs)   # several datasets: {name: split} (engine/data/mixing.py)
         record["data_fingerprints"] = {k: getattr(v, "_fingerprint", None) for k, v in data.splits.items()}
         record["label_info"] = data.label_info.to_dict()
         for finding in data.report.findings:
@@ -119,7 +129,8 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
                           callbacks=callbacks, label_info=info,
                           run_info={"run_id": record["run_id"], "model": cfg.model,
                                     "use_chat_template": dargs.use_chat_template, "dropout": record["dropout"]},
-                          world=world)
+                          world=world, sampling=dargs.sampling,
+                          losses={name: loss for name, loss, _ in dargs.per_dataset()})
         if stop_handler is not None:
             stop_handler(trainer)
         result = trainer.train()
@@ -130,7 +141,8 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
         emit("phase", name="saving")
         _save_model(model, tokenizer, work)   # adapters merged: plain full weights
         if args.save_adapter:
-            save_adapter(model, work / ADAPTER_DIR, cfg.model, is_embedding(model))
+            save_adapter(model, work / ADAPTER_DIR, model.info.source, is_embedding(model))   # an adapter folder's base
+            tokenizer.save_pretrained(str(work / ADAPTER_DIR))   # as `raclate export --format peft` writes it
         record.update(status="stopped" if result["stopped_early"] else "finished", ended=time.time(),
                       metrics=result["metrics"], final_step=result["step"], best_step=result["best_step"],
                       history=history)
@@ -149,7 +161,7 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
         interrupted = isinstance(exc, KeyboardInterrupt)
         shown = exc
         if interrupted and not isinstance(exc, errors.Interrupted):   # say whether anything was saved
-            shown = errors.Interrupted(training="training" in phases)
+            shown = errors.Interrupted(training=bool(phases & {"compiling", "training"}))
         kind, message, hint = classify_error(shown)
         if work != out:   # a replacement: continuing it takes --overwrite too
             hint = (hint + " " if hint else "") + (
@@ -169,6 +181,25 @@ def train_run(cfg: RunConfig, callbacks=(), *, overwrite: bool = False, stop_han
     finally:
         for lock in locks:
             lock.release()
+
+
+def _preload_reference(model) -> None:
+    """Import the self-check's reference library (torch and sentence-transformers, PyLate or transformers:
+    seconds of start-up) in a thread while the run trains, so the check after the last step finds it
+    loaded. Started once the first step has run: before it, the import would compete with tokenizing and
+    compiling for the cores. Absent or failing to import: the check says so itself (it falls back to the
+    engine)."""
+    from engine.outputs.export import default_format
+    name = REFERENCE_LIBRARIES[default_format(model)]
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec(name) is None:
+        return
+
+    def load():
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 — the self-check reports a library that does not import
+            pass
+    threading.Thread(target=load, name="raclate-preload-reference", daemon=True).start()
 
 
 def _prepare_output(out: Path, overwrite: bool, resume: str | None, record: dict, emit) -> tuple[Path, list]:

@@ -15,17 +15,26 @@ from engine.models.adapters import apply_training_adapters
 from engine.training.checkpoint import load_checkpoint, pick_checkpoint, rotate_checkpoints, save_checkpoint
 from engine.data import LengthGroupedBatchSampler, normalize_task, tokenize_dataset
 from engine.data.collators import collator_for
+from engine.data.sampler import row_texts
 from engine.data.inputs import adopt, role_prompts, user_prompts
+from engine.data.mixing import MixedBatchSampler, dataset_seed
 from engine.data.prefetch import Prefetcher
 from engine.training.distributed import World, fingerprint, init_world
-from engine.errors import TrainingError
+from engine.errors import TrainingError, UsageError
 from engine.events import make_event
 from engine.inference import collated_batches
 from engine.losses import auto_class_weights, select_loss
 from engine.models.dropout import dropout_values
 from engine.training.schedules import warmup_steps_for
 from engine.training.step import accumulate, build_step, make_optimizer
-from engine.training.args import TrainingArgs
+from engine.training import batch_planner
+from engine.training.args import AUTO, TrainingArgs
+from engine.tasks import CACHED_LOSSES
+
+
+def by_name(datasets) -> dict:
+    """{name: dataset} of several datasets; one dataset is {"": it}; none is {}."""
+    return dict(datasets) if isinstance(datasets, dict) else {} if datasets is None else {"": datasets}
 
 
 def freeze_embeddings(model) -> None:
@@ -41,10 +50,14 @@ def freeze_embeddings(model) -> None:
 
 class Trainer:
     def __init__(self, model, tokenizer, task_type: str, training_args: TrainingArgs, train_dataset,
-                 eval_dataset=None, callbacks=(), label_info=None, run_info: dict | None = None, world: World | None = None):
+                 eval_dataset=None, callbacks=(), label_info=None, run_info: dict | None = None, world: World | None = None,
+                 losses: dict | None = None, sampling: str = "proportional"):
+        """Several datasets: ``train_dataset`` and ``eval_dataset`` are {name: dataset}, ``losses`` {name:
+        loss name or None} (default: the args' loss) and ``sampling`` orders their batches (engine/data/mixing.py)."""
         self.model, self.tokenizer, self.args = model, tokenizer, training_args
         self.task = normalize_task(task_type)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.losses, self.sampling = dict(losses or {}), sampling
         self.callbacks = list(callbacks)
         self.label_info = label_info
         self.run_info = dict(run_info or {})
@@ -108,8 +121,10 @@ class Trainer:
         return [{k: v[i] for k, v in cols.items()} for i in range(len(indices))]
 
     # -- loss ---------------------------------------------------------------------------------
-    def _loss(self, ds, gather: bool = False):
+    def _loss(self, ds, gather: bool = False, name: str = ""):
+        """The loss of dataset ``name``'s rows (``ds``): its own loss name, else the args'."""
         a = self.args
+        loss_name = self.losses.get(name) or a.loss
         negatives = sum(1 for c in ds.column_names if c.startswith("negative") and c.endswith("_input_ids"))
         scored = self.task == "sentence-similarity" and "label" in ds.column_names
         weights = None
@@ -118,11 +133,17 @@ class Trainer:
             # multi-label: select_loss refuses class weights for BCE with a message
             weights = a.class_weights if multi_label else auto_class_weights(np.array(ds["label"]),
                                                                               self.label_info.num_labels)
-        options = {"mini_batch_size": a.mini_batch_size} if a.loss == "cached_mnrl" else {}
-        loss = select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
-                           num_negatives=negatives, is_regression=bool(self.label_info and self.label_info.is_regression),
-                           is_multi_label=multi_label, class_weights=weights, loss_name=a.loss,
-                           matryoshka_dims=a.matryoshka_dims, matryoshka_weights=a.matryoshka_weights, **options)
+        options = {"mini_batch_size": a.mini_batch_size} if loss_name in CACHED_LOSSES else {}
+        try:
+            loss = select_loss(self.task, scored=scored, use_late_interaction=a.use_late_interaction,
+                               num_negatives=negatives,
+                               is_regression=bool(self.label_info and self.label_info.is_regression),
+                               is_multi_label=multi_label, class_weights=weights, loss_name=loss_name,
+                               matryoshka_dims=a.matryoshka_dims, matryoshka_weights=a.matryoshka_weights, **options)
+        except UsageError as exc:
+            if not name:
+                raise
+            raise UsageError(f"Dataset {name!r}: {exc}. Give it its own 'loss' in the run.json data list.") from None
         if gather and hasattr(loss, "gather_across_ranks"):  # in-batch negatives from the global batch
             loss.gather_across_ranks = True
         return loss
@@ -137,31 +158,45 @@ class Trainer:
         mx.random.seed(a.seed)
         engine.backend.keep_freed_memory()  # no page faults for each step's fresh arrays (Linux)
         self.emit("phase", name="tokenizing")
-        train_ds = self._tokenized(self.train_dataset)
-        evaluating = self.eval_dataset is not None and len(self.eval_dataset) > 0  # rank 0 evaluates, alone
-        eval_ds = self._tokenized(self.eval_dataset) if evaluating and world.is_main else None
-        if len(train_ds) == 0:
-            raise TrainingError("bad_data", "The training data has no rows.", "Check the file and the column mapping.")
+        # One dataset is {"": it}; several are {name: dataset}, and every batch comes from one of them.
+        train_sets = {n: self._tokenized(d) for n, d in by_name(self.train_dataset).items()}
+        evals = {n: d for n, d in by_name(self.eval_dataset).items() if d is not None and len(d) > 0}
+        evaluating = bool(evals)  # rank 0 evaluates, alone
+        eval_sets = {n: self._tokenized(d) for n, d in evals.items()} if evaluating and world.is_main else {}
+        empty = [n for n, d in train_sets.items() if len(d) == 0]
+        if empty:
+            raise TrainingError("bad_data", f"The training data{f' {empty[0]!r}' if empty[0] else ''} has no rows.",
+                                "Check the file and the column mapping.")
 
-        lengths = self._lengths(train_ds)
-        # Every rank cuts the same global batches (batch_size × ranks) and reads its own contiguous slice.
-        sampler = LengthGroupedBatchSampler(lengths, a.batch_size, seed=a.seed, num_replicas=world.size, rank=world.rank,
-                                            group_size=None if a.group_by_length else a.batch_size * world.size)
-        collator = self._collator(train_ds)
-        k = a.gradient_accumulation_steps
-        steps_per_epoch = max(1, len(sampler) // k)
-        total = a.total_steps(steps_per_epoch)
-        log_every = a.logging_interval(total)
-        warmup = warmup_steps_for(total, a.warmup_steps, a.warmup_ratio)
-
+        lengths = {n: self._lengths(d) for n, d in train_sets.items()}
+        collators = {n: self._collator(d) for n, d in train_sets.items()}
         if a.freeze_embeddings:
             freeze_embeddings(model)
         apply_training_adapters(model, a.to_dict())  # lora_rank > 0: only adapters and the head train
         model.set_grad_checkpoint(a.grad_checkpoint)
         model.train()  # dropout on for the steps; evaluation switches to eval mode and back
         gather = world.size > 1 and a.gather_across_ranks
-        loss_fn = self._loss(train_ds, gather=gather)
-        eval_loss_fn = self._loss(train_ds) if gather else loss_fn  # evaluation is rank 0's alone: no gathering
+        loss_fns = {n: self._loss(d, gather=gather, name=n) for n, d in train_sets.items()}
+        # evaluation is rank 0's alone: no gathering; a dataset's validation rows take its training loss
+        eval_loss_fns = {n: self._loss(d, name=n) if gather else loss_fns[n] for n, d in train_sets.items()}
+        if a.batch_size == AUTO:  # measured with trial steps on each dataset's longest rows (batch_planner.py)
+            resumed = a.resume_from_checkpoint and pick_checkpoint(self.output_dir, a.resume_from_checkpoint)[0]
+            trials = {n: (loss_fns[n], lengths[n],
+                          lambda rows, n=n: self._collate(collators[n], train_sets[n], rows, 0)) for n in train_sets}
+            a = self.args = batch_planner.resolve(model, a, trials, self.emit, resumed)
+            mx.random.seed(a.seed)  # the trial steps drew dropout masks: the run draws as it would have
+
+        # Every rank cuts the same global batches (batch_size × ranks) and reads its own contiguous slice.
+        sampler = MixedBatchSampler([
+            LengthGroupedBatchSampler(lengths[n], a.batch_size, seed=dataset_seed(a.seed, i), num_replicas=world.size,
+                                      rank=world.rank, group_size=None if a.group_by_length else a.batch_size * world.size,
+                                      texts=row_texts(train_sets[n]) if a.batch_sampler == "no_duplicates" else None)
+            for i, n in enumerate(train_sets)], seed=a.seed, sampling=self.sampling)
+        k = a.gradient_accumulation_steps
+        steps_per_epoch = max(1, len(sampler) // k)
+        total = a.total_steps(steps_per_epoch)
+        log_every = a.logging_interval(total)
+        warmup = warmup_steps_for(total, a.warmup_steps, a.warmup_ratio)
         optimizer = make_optimizer(a, total, warmup)
         optimizer.init(model.trainable_parameters())
 
@@ -173,7 +208,8 @@ class Trainer:
                 self.emit("warning", message=message)
             saved = load_checkpoint(path, model, optimizer)
         if world.size > 1:  # the same data everywhere, then rank 0's weights, optimizer, RNG and position
-            world.check_same({"training rows": len(train_ds), "token lengths of the rows": fingerprint(lengths),
+            world.check_same({"training rows": sum(map(len, train_sets.values())),
+                              "token lengths of the rows": fingerprint(np.concatenate(list(lengths.values()))),
                               "parameters": sum(v.size for _, v in tree_flatten(model.parameters())),
                               "total steps": total})
             saved = world.share_start(model, optimizer, saved)
@@ -184,25 +220,30 @@ class Trainer:
                 sampler.set_epoch(sampler.epoch + 1)
             self.history = saved.get("history", [])
             resumed_from = step
-        full_step, grads_fn, apply_fn = build_step(model, loss_fn, optimizer, a.max_grad_norm, a.compile,
-                                                   group=world.group if world.size > 1 else None)
+        # one compiled step per dataset: each has its own loss (collated shapes differ too)
+        steps = {n: build_step(model, fn, optimizer, a.max_grad_norm, a.compile,
+                               group=world.group if world.size > 1 else None) for n, fn in loss_fns.items()}
 
         n_total = sum(v.size for _, v in tree_flatten(model.parameters()))
         n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
         self.emit("run_started", run_id=self.run_info.get("run_id", ""), config=self._config(),
-                  total_steps=total, num_examples=len(train_ds), trainable_parameters=n_train,
+                  total_steps=total, num_examples=sum(map(len, train_sets.values())), trainable_parameters=n_train,
                   frozen_parameters=n_total - n_train, total_parameters=n_total, resumed_from_step=resumed_from,
                   world_size=world.size)
-        if eval_ds is not None and resumed_from is None:
-            self._evaluate(eval_ds, eval_loss_fn, 0, best)
+        if eval_sets and resumed_from is None:
+            self._evaluate(eval_sets, eval_loss_fns, 0, best)
 
-        self.emit("phase", name="training")
+        # The first step traces and compiles; MLX builds the CPU kernels it needs once per machine (cached after).
+        self.emit("phase", name="compiling")
+        compiling = True
         window = {"t": time.perf_counter(), "steps": 0, "examples": 0, "tokens": 0, "losses": []}
         stopped_early, bad_streak, last_eval, stopping = False, 0, None, False
         align = gather and a.use_late_interaction
         self._data_state = sampler.state_dict()
         # Collation runs a batch or two ahead in a thread (in order); aligning across ranks is collective.
-        batches = Prefetcher(self._batches(sampler, train_ds, collator, align=align), depth=0 if align else 2)
+        names = list(train_sets)
+        batches = Prefetcher(self._batches(sampler, [train_sets[n] for n in names], [collators[n] for n in names],
+                                           align=align), depth=0 if align else 2)
         while step < total:
             if world.any(self.stop_requested):  # a Stop that reached any rank stops all before the same step
                 stopping = True
@@ -211,14 +252,17 @@ class Trainer:
                 break
             micro = [next(batches) for _ in range(k)]
             if k == 1:
-                loss, norm, ok = full_step(micro[0][0])
-            else:
-                loss, norm, ok = accumulate(grads_fn, apply_fn, [m[0] for m in micro])
+                loss, norm, ok = steps[names[micro[0][4]]][0](micro[0][0])
+            else:   # each micro-batch through its dataset's gradients; any step's apply (they share model and optimizer)
+                loss, norm, ok = accumulate(lambda m: steps[names[m[4]]][1](m[0]), steps[names[0]][2], micro)
             step += 1
             # The sync point of a step is in apply_fn (is the loss finite?); the update it queued runs while
             # the next batch is fetched and traced.
             mx.async_eval(model.state, optimizer.state, mx.random.state)
             self._data_state = micro[-1][3]  # what a checkpoint after this step resumes from
+            if compiling:  # the first step has run (its apply synced): from here on, steady steps
+                compiling = False
+                self.emit("phase", name="training")
             window["steps"] += 1
             window["examples"] += sum(m[1] for m in micro)
             window["tokens"] += sum(m[2] for m in micro)
@@ -233,7 +277,7 @@ class Trainer:
                 self._log(step, total, optimizer, window, norm, steps_per_epoch)
             if evaluating and a.eval_steps > 0 and step % a.eval_steps == 0 and step < total:
                 last_eval = step
-                stop = world.is_main and self._evaluate(eval_ds, eval_loss_fn, step, best, optimizer, sampler)
+                stop = world.is_main and self._evaluate(eval_sets, eval_loss_fns, step, best, optimizer, sampler)
                 if world.from_main(stop):  # rank 0's early-stopping decision, on every rank
                     stopped_early = True
                     break
@@ -243,9 +287,9 @@ class Trainer:
         stopped_early = stopped_early or stopping
 
         metrics = {}
-        if eval_ds is not None and not stopping:
+        if eval_sets and not stopping:
             if last_eval != step:
-                self._evaluate(eval_ds, eval_loss_fn, step, best, optimizer, sampler)
+                self._evaluate(eval_sets, eval_loss_fns, step, best, optimizer, sampler)
             metrics = next(e["metrics"] for e in reversed(self.history) if e["event"] == "eval")
         if self._saved_step != step:
             self._save_checkpoint(step, optimizer, sampler, best)
@@ -283,20 +327,22 @@ class Trainer:
         # Masked LM draws its mask from (seed, epoch, position): the same mask again after a resume.
         return collator(rows, position=position) if self.task == "masked-lm" else collator(rows)
 
-    def _batches(self, sampler, ds, collator, align: bool = False):
-        """Endless (collated batch, examples, real tokens, sampler state after it) in sampler order across
-        epochs. ``align``: pad each column to its longest across the ranks (gathered late-interaction
-        documents need it). Runs in the prefetch thread unless aligning: no MLX computation here."""
+    def _batches(self, sampler, sets, collators, align: bool = False):
+        """Endless (collated batch, examples, real tokens, sampler state after it, dataset) in sampler order
+        across epochs; dataset is the position in ``sets`` / ``collators`` of the batch's own. ``align``: pad
+        each column to its longest across the ranks (gathered late-interaction documents need it). Runs in the
+        prefetch thread unless aligning: no MLX computation here."""
         pad_id, left = self.tokenizer.pad_token_id or 0, getattr(self.tokenizer, "padding_side", "right") == "left"
         while True:
-            if hasattr(collator, "set_epoch"):
-                collator.set_epoch(sampler.epoch)
-            for indices in sampler:
-                batch = self._collate(collator, ds, indices, sampler.consumed - 1)
+            for collator in collators:
+                if hasattr(collator, "set_epoch"):
+                    collator.set_epoch(sampler.epoch)
+            for d, indices in sampler:
+                batch = self._collate(collators[d], sets[d], indices, sampler.consumed - 1)
                 if align:
                     batch = self.world.align_lengths(batch, pad_id, left)
                 masks = [x["attention_mask"] for x in batch["inputs"]] if "inputs" in batch else [batch["attention_mask"]]
-                yield batch, len(indices), sum(int(np.asarray(m).sum()) for m in masks), sampler.state_dict()
+                yield batch, len(indices), sum(int(np.asarray(m).sum()) for m in masks), sampler.state_dict(), d
             sampler.set_epoch(sampler.epoch + 1)
 
     def _log(self, step, total, optimizer, window, norm, steps_per_epoch) -> None:
@@ -336,12 +382,26 @@ class Trainer:
         self.model.train(training)
         return metrics
 
-    def _evaluate(self, ds, loss_fn, step, best, optimizer=None, sampler=None) -> bool:
-        """Evaluate, emit, track the best model; True when early stopping says stop."""
+    def _all_metrics(self, sets: dict, loss_fns: dict) -> dict:
+        """Metrics of one validation set; of several, each one's prefixed with its dataset's name
+        ("nli_eval_loss") and eval_loss their mean over all rows (what picks the best model by default)."""
+        if list(sets) == [""]:
+            return self._metrics(sets[""], loss_fns[""])
+        metrics, total = {}, 0.0
+        for name, ds in sets.items():
+            one = self._metrics(ds, loss_fns[name])
+            metrics.update({f"{name}_{key}": value for key, value in one.items()})
+            total += one["eval_loss"] * len(ds)
+        return {"eval_loss": total / sum(map(len, sets.values())), **metrics}
+
+    def _evaluate(self, sets, loss_fns, step, best, optimizer=None, sampler=None) -> bool:
+        """Evaluate ({name: tokenized validation set}, {name: its loss}), emit, track the best model; True
+        when early stopping says stop."""
         self.emit("phase", name="evaluating")
-        metrics = self._metrics(ds, loss_fn)
+        metrics = self._all_metrics(sets, loss_fns)
         self.emit("eval", step=step, metrics=metrics)
-        self.emit("phase", name="training")
+        if step:   # the evaluation before the first step is followed by "compiling"
+            self.emit("phase", name="training")
         a = self.args
         name = a.metric_for_best_model or "eval_loss"
         if optimizer is None or name not in metrics:

@@ -15,9 +15,11 @@ from engine.data import DataError
 from engine.data.mapping import resolve_columns
 from raclate_app import theme
 from raclate_app.checks import SAMPLE_ROWS, detected_encoding, render_row
+from raclate_app.mining_dialog import MiningDialog, mining_problem
 from raclate_app.tasks import APP_TASKS, role_title
 from raclate_app.widgets.mapping import MappingEditor
 from raclate_app.widgets.model_sees import ModelSeesView
+from raclate_app.widgets.more_datasets import MoreDatasetsBox
 from raclate_app.widgets.preview_model import PreviewModel
 from raclate_app.widgets.report import ReportView
 from raclate_app.widgets.source import (FILE_FILTER, EmptyState, SourceBar, SplitBox, dropped_paths, encoding_title,
@@ -57,6 +59,11 @@ class DataPage(QWidget):
             self.task_combo.addItem(task.title, task.key)
         self.choice_box = TaskChoiceBox()
         self.mapping = MappingEditor()
+        self.mine_button = QPushButton("Find hard negatives…")
+        self.mine_button.setToolTip("Let the model pick, for each anchor, close but wrong texts as negatives; "
+                                    "review them, then train on the triplets.")
+        self.mining_dialog: MiningDialog | None = None
+        self.more = MoreDatasetsBox()   # files trained with this one, each with its own roles
         self.split_box = SplitBox()
         self.report = ReportView()
         self.blocking = QLabel(wordWrap=True)
@@ -91,8 +98,11 @@ class DataPage(QWidget):
         side_layout.addLayout(task_row)
         side_layout.addWidget(self.choice_box)
         roles = QGroupBox("Column roles")
-        QVBoxLayout(roles).addWidget(self.mapping)
+        roles_layout = QVBoxLayout(roles)
+        roles_layout.addWidget(self.mapping)
+        roles_layout.addWidget(self.mine_button)
         side_layout.addWidget(roles)
+        side_layout.addWidget(self.more)
         side_layout.addWidget(self.split_box)
         check = QGroupBox("Data check")
         QVBoxLayout(check).addWidget(self.report)
@@ -132,16 +142,22 @@ class DataPage(QWidget):
         self.empty.recent_requested.connect(p.open_source)
         self.task_combo.currentIndexChanged.connect(lambda _i: p.set_task(self.task_combo.currentData()))
         self.mapping.role_chosen.connect(p.set_role)
+        self.more.add_requested.connect(self.add_files_dialog)
+        self.more.removed.connect(p.remove_dataset)
+        self.more.role_chosen.connect(p.set_dataset_role)
+        self.more.sampling_chosen.connect(p.set_sampling)
         self.split_box.fraction_changed.connect(p.set_validation_split)
         self.split_box.eval_file_requested.connect(self.open_eval_file_dialog)
         self.split_box.eval_file_cleared.connect(lambda: p.set_eval_file(None))
         self.report.row_clicked.connect(self.on_report_row_clicked)
         self.table.selectionModel().currentRowChanged.connect(lambda cur, _prev: self.render_row(cur.row()))
         self.next_button.clicked.connect(self.next_requested)
+        self.mine_button.clicked.connect(self.open_mining_dialog)
         p.source_opening.connect(self.on_source_opening)
         p.source_changed.connect(self.on_source_changed)
         p.source_failed.connect(self.on_source_failed)
         p.task_changed.connect(self.on_task_changed)
+        p.datasets_changed.connect(self.on_datasets_changed)
         p.mapping_changed.connect(self.on_mapping_changed)
         p.split_changed.connect(self.on_split_changed)
         p.validation_started.connect(self.on_report_changed)
@@ -160,6 +176,11 @@ class DataPage(QWidget):
         path = QFileDialog.getExistingDirectory(self, "Open a folder with train/validation files", self._start_dir())
         if path:
             self.open_paths([Path(path)])
+
+    def add_files_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add training data", self._start_dir(), FILE_FILTER)
+        for path in paths:
+            self.project.add_dataset(path)
 
     def open_eval_file_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Validation file", self._start_dir(), FILE_FILTER)
@@ -185,6 +206,9 @@ class DataPage(QWidget):
         self.project.open_source(str(train))
         if validation is not None:
             self.project.set_eval_file(str(validation))
+        for path in readable:   # several training files dropped: the others train with it, each batch from one
+            if path not in (train, validation):
+                self.project.add_dataset(str(path))
         return True
 
     def dragEnterEvent(self, event) -> None:
@@ -221,6 +245,7 @@ class DataPage(QWidget):
         self._show_info()
         self.on_mapping_changed(rebuild=True)
         self.split_box.update_from(p)
+        self.more.update_from(p)
         self.table.resizeColumnsToContents()
         for c in range(self.table_model.columnCount()):
             self.table.setColumnWidth(c, min(max(self.table.columnWidth(c), 90), 360))
@@ -277,6 +302,11 @@ class DataPage(QWidget):
         self._show_task(key)
         self.choice_box.set_current(key)
         self.on_mapping_changed(rebuild=True)
+        self.more.update_from(self.project)
+
+    def on_datasets_changed(self) -> None:
+        self.more.update_from(self.project)
+        self._update_blocking()
 
     def _show_task(self, key: str) -> None:
         self.task_combo.blockSignals(True)
@@ -292,6 +322,7 @@ class DataPage(QWidget):
         else:
             self.mapping.set_mapping(p.mapping)
         self.table_model.set_roles(p.mapping, {c: role_title(r, p.task) for c, r in p.mapping.items()})
+        self.mine_button.setVisible(mining_problem(p) is None)   # pair data without negatives
         self.render_row(self.table.currentIndex().row())
         self._update_blocking()
 
@@ -317,7 +348,7 @@ class DataPage(QWidget):
     def _mapping_notes(self) -> list[str]:
         """Columns the engine would still use although the page shows them as ignored."""
         p = self.project
-        chosen = p.data_args()["columns"]
+        chosen = p.first_data_args()["columns"]
         try:
             resolved = resolve_columns(p.columns, p.task.engine_task, chosen)
         except DataError:
@@ -334,6 +365,11 @@ class DataPage(QWidget):
                  "(a problem found stops the run before it trains)." if self.project.full_checking else
                  "✓ The data is ready for training.")
         self.blocking.setText(f"<span style='color:{theme.hex_of(color)}'>{problem or ready}</span>")
+
+    def open_mining_dialog(self) -> None:
+        self.mining_dialog = MiningDialog(self.project, self)
+        self.mining_dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.mining_dialog.open()
 
     # -- rows ----------------------------------------------------------------------------------------
     def on_report_row_clicked(self, file, number: int, split: str) -> None:

@@ -1,6 +1,7 @@
 """Evaluate page: pick a model (a run's output or checkpoint, or any folder) and the data (the run's
 validation split, or another file mapped to roles with the Data page's editor), evaluate it with the
-engine's metrics on the page's model thread, and compare with the base model it started from."""
+engine's metrics on the page's model thread, and compare with the base model it started from. A dense
+embedding model can be evaluated at a smaller embedding size (its Matryoshka dims, or a truncation)."""
 from __future__ import annotations
 
 import sys
@@ -12,9 +13,10 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QFileDialog, QGroupBox, 
 
 from engine.data import preview
 from raclate_app import theme
-from raclate_app.evaluation import EvalSet, folder_task_key, run_evaluation
+from raclate_app.evaluation import EvalSet, embedding_dims, folder_task_key, run_evaluation
 from raclate_app.runs import run_roots, scan_runs
 from raclate_app.tasks import IGNORE, engine_columns, get_task, guess_mapping, missing_roles, role_title
+from raclate_app.widgets.dim_choice import DimChoice
 from raclate_app.widgets.eval_results import EvalResults
 from raclate_app.widgets.mapping import MappingEditor
 from raclate_app.widgets.model_picker import ModelPicker
@@ -70,6 +72,7 @@ class EvaluatePage(QWidget):
         self.max_rows = QSpinBox(minimum=0, maximum=10_000_000, singleStep=100, value=0)
         self.max_rows.setSpecialValueText("all rows")
         self.max_rows.setToolTip("Evaluate on the first N rows only (quicker on large data).")
+        self.dims = DimChoice()
         self.evaluate_button = QPushButton("▶  Evaluate")
         self.evaluate_button.setMinimumHeight(32)
         self.cancel_button = QPushButton("Cancel")
@@ -106,6 +109,8 @@ class EvaluatePage(QWidget):
         options.addSpacing(24)
         options.addWidget(QLabel("Rows"))
         options.addWidget(self.max_rows)
+        options.addSpacing(24)
+        options.addWidget(self.dims)
         options.addStretch()
         d_layout = QVBoxLayout(data)
         d_layout.addLayout(row)
@@ -153,14 +158,27 @@ class EvaluatePage(QWidget):
         if choice is not None and not choice.run_dir:
             self.use_file.setChecked(True)
         self.compare.setEnabled(bool(choice and choice.base))
+        self._read_dims(choice)
         self._remap()
         self.update_state()
 
     def _on_task_key(self, choice, key: str) -> None:
         if self.picker.choice() == choice:
             self.task_key = key
+            self._read_dims(choice)
             self._remap()
             self.update_state()
+
+    def _read_dims(self, choice) -> None:
+        """Offer the embedding sizes of a dense embedding model (read from its files off the GUI thread)."""
+        self.dims.set_dims(None)
+        if choice is not None and self.task_key == "sentence-similarity":
+            self.project.worker.submit("evaluate-dims", embedding_dims, choice,
+                                       on_done=lambda dims: self.on_dims_read(choice, dims))
+
+    def on_dims_read(self, choice, dims) -> None:
+        if self.picker.choice() == choice:   # not a model picked before the one shown now
+            self.dims.set_dims(dims)
 
     def choose_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Data to evaluate on", str(Path.home()), FILE_FILTER)
@@ -232,8 +250,8 @@ class EvaluatePage(QWidget):
         rows = self.max_rows.value() or None
         if self.use_file.isChecked():
             columns = columns_for_engine(self.file_mapping, self.file_columns, get_task(self.task_key))
-            return EvalSet(self.file, tuple(columns.items()), rows)
-        return EvalSet(None, (), rows)
+            return EvalSet(self.file, tuple(columns.items()), rows, self.dims.dim())
+        return EvalSet(None, (), rows, self.dims.dim())
 
     def start(self) -> bool:
         if self.worker.is_busy("evaluate") or self.problem():

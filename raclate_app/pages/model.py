@@ -11,9 +11,10 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QGridLayout, 
 
 from engine.models import memory, spec_for, task_refusal
 from engine.tasks import EMBEDDING_TASKS
+from engine.training.args import AUTO
 from raclate_app import theme
 from raclate_app.forms import ADVANCED, BASIC, SettingsForm, training_field, write_editor
-from raclate_app.memory import suggestion, verdict
+from raclate_app.memory import measured_for, measured_peak, measurement_key, suggestion, verdict
 from raclate_app.tasks import APP_TASKS
 from raclate_app.widgets.distributed import DistributedSection
 from raclate_app.widgets.model_picker import ModelBox
@@ -21,6 +22,8 @@ from raclate_app.widgets.model_picker import ModelBox
 # The attention control's choices → TrainingArgs.bidirectional
 ATTENTION = {"as the model's config says": None, "bidirectional": True, "causal": False}
 LORA_RANK = 16   # what "Train adapters only (LoRA)" sets; the advanced settings change it
+# The base-weights control beside it → TrainingArgs.quantize_base (QLoRA; only with adapters)
+QUANTIZE = {"full-precision base": None, "8-bit base (QLoRA)": 8, "4-bit base (QLoRA)": 4}
 PROMPTS = ("query_prompt", "document_prompt")   # applied by embedding models only (the engine refuses others)
 
 
@@ -52,6 +55,11 @@ class ModelPage(QWidget):
         # Sets the advanced form's lora_rank (LORA_RANK when on, 0 off); the form keeps rank, alpha and targets.
         self.lora_check = QCheckBox("Train adapters only (LoRA)")
         self.lora_check.setToolTip(training_field("lora_rank").metadata["help"])
+        self.quantize_combo = QComboBox()
+        for text in QUANTIZE:
+            self.quantize_combo.addItem(text)
+        self.quantize_combo.setToolTip(training_field("quantize_base").metadata["help"])
+        self.quantize_combo.setEnabled(False)
         self.advanced.hide()
         self.advanced_toggle = QToolButton(text="Advanced settings", checkable=True)
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -63,6 +71,9 @@ class ModelPage(QWidget):
         self.memory_detail = QLabel(wordWrap=True)
         self.memory_hint = QLabel(wordWrap=True)
         self.fit_button = QPushButton("Use the largest batch that fits")
+        # TrainingArgs.batch_size "auto": the run measures the largest batch under the memory budget
+        self.auto_batch = QCheckBox("Measure the largest batch that fits when the run starts")
+        self.auto_batch.setToolTip(training_field("batch_size").metadata["help"])
         self.blocking = QLabel(wordWrap=True)
         self.next_button = QPushButton("Next: Train  →")
         self._build()
@@ -104,7 +115,11 @@ class ModelPage(QWidget):
         settings = QGroupBox("Training settings")
         s_layout = QVBoxLayout(settings)
         s_layout.addWidget(self.basic)
-        s_layout.addWidget(self.lora_check)
+        lora_row = QHBoxLayout()
+        lora_row.addWidget(self.lora_check)
+        lora_row.addWidget(self.quantize_combo)
+        lora_row.addStretch()
+        s_layout.addLayout(lora_row)
         s_layout.addWidget(self.advanced_toggle)
         s_layout.addWidget(self.advanced)
         s_layout.addWidget(self.distributed)
@@ -115,6 +130,7 @@ class ModelPage(QWidget):
         m_layout.addWidget(self.memory_detail)
         m_layout.addWidget(self.memory_hint)
         m_layout.addWidget(self.fit_button, 0, Qt.AlignmentFlag.AlignLeft)
+        m_layout.addWidget(self.auto_batch)
 
         left, right = QVBoxLayout(), QVBoxLayout()
         left.addWidget(tasks)
@@ -144,12 +160,15 @@ class ModelPage(QWidget):
             lambda _i: p.set_training({"bidirectional": ATTENTION[self.attention_combo.currentText()]}))
         self.advanced_toggle.toggled.connect(self.on_advanced_toggled)
         self.lora_check.toggled.connect(self.on_lora_toggled)
+        self.quantize_combo.currentIndexChanged.connect(
+            lambda _i: p.set_training({"quantize_base": QUANTIZE[self.quantize_combo.currentText()]}))
         # The Train page starts its supervised child through `raclate launch` with these options.
         self.distributed.settings_changed.connect(
             lambda: setattr(p, "launch_args", self.distributed.launch_args()))
         for form in (self.basic, self.advanced):
             form.values_changed.connect(self.on_form_changed)
         self.fit_button.clicked.connect(self.use_largest_batch)
+        self.auto_batch.toggled.connect(self.on_auto_batch_toggled)
         self.next_button.clicked.connect(self.next_requested)
         p.task_changed.connect(self.on_task_changed)
         p.model_changed.connect(self.on_model_changed)
@@ -232,13 +251,27 @@ class ModelPage(QWidget):
     def on_training_changed(self) -> None:
         """Settings set from elsewhere (a duplicated run) show in the forms."""
         from raclate_app.forms import read_editor, write_editor
+        auto = self.project.training.get("batch_size") == AUTO
         for form in (self.basic, self.advanced):
             for name, editor in form.editors.items():
+                if name == "batch_size" and auto:   # the spin box keeps its number for when auto is unticked
+                    continue
                 if name in self.project.training and read_editor(editor) != self.project.training[name]:
                     write_editor(editor, self.project.training[name])
+        self.auto_batch.blockSignals(True)
+        self.auto_batch.setChecked(auto)
+        self.auto_batch.blockSignals(False)
+        self.basic.editors["batch_size"].setEnabled(not auto)
         self.lora_check.blockSignals(True)
         self.lora_check.setChecked(bool(self.project.training.get("lora_rank")))
         self.lora_check.blockSignals(False)
+        lora = bool(self.project.training.get("lora_rank"))
+        if not lora and self.project.training.get("quantize_base"):   # a quantized base needs adapters
+            self.project.set_training({"quantize_base": None})
+        self.quantize_combo.blockSignals(True)
+        self.quantize_combo.setCurrentIndex(list(QUANTIZE.values()).index(self.project.training.get("quantize_base")))
+        self.quantize_combo.setEnabled(lora)
+        self.quantize_combo.blockSignals(False)
         index = list(ATTENTION.values()).index(self.project.training.get("bidirectional"))
         if index != self.attention_combo.currentIndex():
             self.attention_combo.blockSignals(True)
@@ -278,6 +311,10 @@ class ModelPage(QWidget):
         self.preset_label.setText(f"<span style='color:{theme.hex_of(theme.muted_text())}'>{name} preset: {preset}"
                                   + (f" (changed: {', '.join(changed)})." if changed else " applied.") + "</span>")
 
+    def showEvent(self, event) -> None:   # a run may have measured these settings since (Train page)
+        super().showEvent(event)
+        self.update_memory()
+
     # -- settings & memory ----------------------------------------------------------------------------
     def on_advanced_toggled(self, on: bool) -> None:
         self.advanced.setVisible(on)
@@ -289,8 +326,15 @@ class ModelPage(QWidget):
         if on != bool(rank):
             self.advanced.set_values({"lora_rank": LORA_RANK if on else 0})   # → on_form_changed, memory
 
+    def on_auto_batch_toggled(self, on: bool) -> None:
+        self.basic.editors["batch_size"].setEnabled(not on)
+        self.on_form_changed()
+
     def on_form_changed(self, _values=None) -> None:
-        self.project.set_training({**self.basic.values(), **self.advanced.values()})
+        values = {**self.basic.values(), **self.advanced.values()}
+        if self.auto_batch.isChecked():
+            values["batch_size"] = AUTO
+        self.project.set_training(values)
         self.update_preset_line()
         self.update_memory()
 
@@ -302,7 +346,8 @@ class ModelPage(QWidget):
             texts = max(2, sum(1 for r in p.engine_columns() if r.startswith(("text", "negative"))))
         return {"texts_per_example": texts, "grad_checkpoint": bool(values["grad_checkpoint"]),
                 "freeze_embeddings": bool(values["freeze_embeddings"]),
-                "vocab_logits": p.task.engine_task == "masked-lm", "lora_rank": int(values.get("lora_rank") or 0)}
+                "vocab_logits": p.task.engine_task == "masked-lm", "lora_rank": int(values.get("lora_rank") or 0),
+                "quantize_base": values.get("quantize_base")}
 
     def update_memory(self) -> None:
         s = self.summary
@@ -312,25 +357,34 @@ class ModelPage(QWidget):
             self.memory_hint.clear()
             self.fit_button.setEnabled(False)
             return
-        values = self.project.training_values()
+        p, values = self.project, self.project.training_values()
         kw = self._estimate_kwargs()
-        est = memory.estimate(s.config, s.parameters, values["batch_size"], values["max_length"], **kw)
-        level = verdict(est.total, self.available)
         fitting = memory.largest_batch(s.config, s.parameters, values["max_length"], self.available or 0, **kw)
+        # A run with these settings measured its steps (--batch-size auto): the measurement replaces the formula.
+        measured = measured_for(p.settings, measurement_key(p.model, p.task.engine_task, values))
+        if measured and measured.get("largest"):
+            fitting = int(measured["largest"])
+        batch = (fitting or 1) if values["batch_size"] == AUTO else values["batch_size"]
+        est = memory.estimate(s.config, s.parameters, batch, values["max_length"], **kw)
+        peak = measured_peak(measured["measured"], batch) if measured else None
+        level = verdict(peak or est.total, self.available)
         color = theme.hex_of(theme.status_color(level))
         words = {"ok": "fits", "tight": "tight", "over": "does not fit", "unknown": "machine memory unknown"}[level]
-        self.memory_label.setText(f"<span style='color:{color}; font-size:15px'><b>≈ {memory.human_bytes(est.total)}"
-                                  f"</b> of {memory.human_bytes(self.available)} — {words}</span>")
+        self.memory_label.setText(f"<span style='color:{color}; font-size:15px'><b>{'' if peak else '≈ '}"
+                                  f"{memory.human_bytes(peak or est.total)}</b> of {memory.human_bytes(self.available)}"
+                                  f" — {words}</span>")
         self.memory_label.setProperty("level", level)
+        seen = (f"Measured on this machine by a run with these settings: {memory.human_bytes(peak)} at batch {batch} "
+                f"(the estimate below says {memory.human_bytes(est.total)}). " if peak else "")
         self.memory_detail.setText(
-            f"<span style='color:{theme.hex_of(theme.muted_text())}'>weights {memory.human_bytes(est.weights)} · "
-            f"gradients {memory.human_bytes(est.gradients)} · AdamW {memory.human_bytes(est.optimizer)} · "
-            f"activations {memory.human_bytes(est.activations)} for batch {values['batch_size']} × "
-            f"{kw['texts_per_example']} text(s) × {values['max_length']} tokens (worst case: every text at the max "
-            f"length; shorter texts use less). Machine: {self.available_source}."
+            f"<span style='color:{theme.hex_of(theme.muted_text())}'>{seen}Estimate: weights "
+            f"{memory.human_bytes(est.weights)} · gradients {memory.human_bytes(est.gradients)} · AdamW "
+            f"{memory.human_bytes(est.optimizer)} · activations {memory.human_bytes(est.activations)} for batch "
+            f"{batch} × {kw['texts_per_example']} text(s) × {values['max_length']} tokens (worst case: every text at "
+            f"the max length; shorter texts use less). Machine: {self.available_source}."
             "</span>")
         self.memory_hint.setText(suggestion(level, grad_checkpoint=kw["grad_checkpoint"],
-                                                   batch_size=values["batch_size"], fitting_batch=fitting))
+                                                   batch_size=batch, fitting_batch=fitting))
         self.memory_hint.setVisible(bool(self.memory_hint.text()))
         self.fit_button.setEnabled(fitting > 0)
         self.fit_button.setToolTip(f"Sets the batch size to {fitting}." if fitting else "Even batch size 1 does not fit.")
@@ -338,6 +392,7 @@ class ModelPage(QWidget):
 
     def use_largest_batch(self) -> None:
         if getattr(self, "_fitting", 0):
+            self.auto_batch.setChecked(False)
             self.basic.set_values({"batch_size": self._fitting})
 
     def _update_blocking(self) -> None:

@@ -1,6 +1,7 @@
 """Playground: try a model on your own text. Classify (class probabilities as bars), search a corpus
 of up to 100,000 documents (encoded once, with progress, then searched by blocked matrix products;
-ranked results; for late-interaction models the query × document MaxSim map of a result),
+ranked results; a dense model at a smaller embedding size too, e.g. its Matryoshka dims; for
+late-interaction models the query × document MaxSim map of a result),
 fill masks (top tokens) and tag entities (coloured inline). The model loads and runs on the page's
 own thread; the GUI thread only shows results."""
 from __future__ import annotations
@@ -17,10 +18,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 
 from engine.run_record import read_run_record
 from raclate_app import playground, theme
-from raclate_app.evaluation import load_choice
+from raclate_app.evaluation import embedding_dims, load_choice
 from raclate_app.runs import run_roots, scan_runs
 from raclate_app.tasks import get_task
 from raclate_app.widgets.bars import BarList
+from raclate_app.widgets.dim_choice import DimChoice
 from raclate_app.widgets.heatmap import MaxSimHeatmap
 from raclate_app.widgets.model_picker import ModelPicker
 from raclate_app.workers import Cancelled, Progress, Worker, model_thread_pool
@@ -122,6 +124,7 @@ class PlaygroundPage(QWidget):
     def _build_search(self) -> None:
         self.query = QLineEdit(placeholderText="A query, e.g. “how do I reset my password?”")
         self.search_button = QPushButton("Search")
+        self.dims = DimChoice()
         self.corpus = QPlainTextEdit(placeholderText="The corpus: one document per line. Paste some, or take them "
                                                       "from the model's training data.")
         self.corpus_button = QPushButton("Take documents from the run's data")
@@ -156,9 +159,10 @@ class PlaygroundPage(QWidget):
         split.setChildrenCollapsible(False)
         panel = QWidget()
         layout = QVBoxLayout(panel)
-        layout.addLayout(_row(self.query, self.search_button))
+        layout.addLayout(_row(self.query, self.dims, self.search_button))
         layout.addWidget(split, 1)
         self.search_button.clicked.connect(self.search)
+        self.dims.dim_changed.connect(self.on_dims_dim_changed)
         self.query.returnPressed.connect(self.search)
         self.corpus_button.clicked.connect(self.take_corpus)
         self.corpus.textChanged.connect(self.count_timer.start)
@@ -243,6 +247,10 @@ class PlaygroundPage(QWidget):
         self.heat_title.setText("<b>MaxSim map</b> of the selected result: select a result to see how each "
                                 "query token finds its best match in the document.")
         self.heatmap.clear()
+        self.dims.set_dims(None)
+        if loaded.task_key == "sentence-similarity":   # a dense model can be used at fewer dimensions
+            self.project.worker.submit("playground-dims", embedding_dims, choice,
+                                       on_done=lambda dims: self.on_dims_read(choice, dims))
         note = " Its head is new and untrained: answers are random." if loaded.untrained_head else ""
         self.set_state(f"<b>{escape(choice.describe())}</b> · {task.title}.{note}", "tight" if note else "ok")
         if loaded.task_key == "regression":
@@ -250,6 +258,10 @@ class PlaygroundPage(QWidget):
         self.cls_pair.setVisible(pair is not False)   # a single-text classifier has no second text
         if pair is False:
             self.cls_pair.clear()   # a hidden pair text must not ride along with the next question
+
+    def on_dims_read(self, choice, dims) -> None:
+        if choice == self.loaded_choice:   # not a model picked before the one shown now
+            self.dims.set_dims(dims)
 
     def set_state(self, html: str, level: str = "unknown") -> None:
         color = theme.muted_text() if level == "unknown" else theme.status_color(level)
@@ -374,13 +386,19 @@ class PlaygroundPage(QWidget):
 
     def search(self) -> None:
         """Encode the corpus the first time (progress, Cancel), then search the kept index."""
-        self.ask(playground.search, self.query.text(), self.documents(), index=self.index, on_done=self.on_search)
+        self.ask(playground.search, self.query.text(), self.documents(), index=self.index, dim=self.dims.dim(),
+                 on_done=self.on_search)
+
+    def on_dims_dim_changed(self, dim) -> None:
+        if self.hits.rowCount() and self.query.text().strip():   # show the results at the new size
+            self.search()
 
     def on_search(self, result: dict) -> None:
         self.index = result["index"]
         self.on_answer(result)
-        self.set_state(f"<b>{escape(self.loaded_choice.describe())}</b> · searched {result['corpus']:,} documents "
-                       "(encoded once: the next queries reuse them).", "ok")
+        size = f" at {result['dim']} dimensions" if result.get("dim") else ""
+        self.set_state(f"<b>{escape(self.loaded_choice.describe())}</b> · searched {result['corpus']:,} documents"
+                       f"{size} (encoded once: the next queries reuse them).", "ok")
         self.hits.setRowCount(len(result["results"]))
         for row, hit in enumerate(result["results"]):
             for col, value in enumerate((str(hit["rank"]), f"{hit['score']:.4f}", hit["text"])):

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFileDialo
                                QInputDialog, QLabel, QLineEdit, QMessageBox, QPushButton, QSplitter, QTableWidget,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
+from engine.data.args import data_paths
 from engine.errors import UsageError
 from engine.run_record import set_run_name
 from raclate_app import theme
@@ -219,7 +220,7 @@ class RunsPage(QWidget):
             values = (started, run.name, run.status, get_task(run.task_key).title, run.model_name, run.data,
                       f"{metric[0]} {metric[1]:.4f}" if metric else "–", run.settings_text())
             tips = ("", f"{run.name}\n{run.path}", run.error_text(), "", run.model,
-                    (run.record.get("data") or {}).get("data", ""), metrics, "")
+                    "\n".join(data_paths((run.record.get("data") or {}).get("data"))), metrics, "")
             for col, (value, tip) in enumerate(zip(values, tips)):
                 color = QColor(theme.status_color(level)) if col == STATUS_COLUMN else None
                 self.table.setItem(row, col, _cell(value, tip, color))
@@ -303,7 +304,7 @@ class RunsPage(QWidget):
         if run.error_text():
             parts.append(f"<p style='color:{theme.hex_of(theme.status_color('over'))}'>{escape(run.error_text())}</p>")
         rows = [("Task", get_task(run.task_key).title), ("Model", run.model),
-                ("Data", (rec.get("data") or {}).get("data", "")), ("Settings", run.settings_text())]
+                ("Data", ", ".join(data_paths((rec.get("data") or {}).get("data")))), ("Settings", run.settings_text())]
         rows += [(k, f"{v:.4f}") for k, v in run.metrics.items()]
         parts.append("<table cellspacing='0' cellpadding='2'>" + "".join(
             f"<tr><td style='color:{muted}; padding-right:12px'>{escape(k)}</td><td>{escape(str(v))}</td></tr>"

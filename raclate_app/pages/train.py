@@ -20,12 +20,17 @@ from PySide6.QtWidgets import (QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLab
 from engine.models.memory import human_bytes
 from raclate_app import theme
 from raclate_app.forms import gui_words
+from raclate_app.memory import measurement_key, remember
 from raclate_app.plots import LivePlots
 from raclate_app.supervisor import TrainingSupervisor
 from raclate_app.widgets.distributed import use_launcher
 
 PHASES = (("loading_data", "Loading data"), ("loading_model", "Loading model"), ("tokenizing", "Tokenizing"),
+          ("measuring", "Measuring"), ("compiling", "Compiling"),
           ("training", "Training"), ("evaluating", "Evaluating"), ("saving", "Saving"))
+# What the progress bar says during a phase before the first step (the strip keeps short names: narrow windows).
+PHASE_DETAILS = {"measuring": "Measuring the largest batch that fits…",
+                 "compiling": "Compiling kernels (first run only)…"}
 
 
 def format_duration(seconds) -> str:
@@ -88,6 +93,8 @@ class TrainPage(QWidget):
         self.stop_button.setToolTip("Finish the current step, save a checkpoint and the model, then stop.")
         self.blocking = QLabel(wordWrap=True)
         self.phase_labels = {key: QLabel(title) for key, title in PHASES}
+        for key, detail in PHASE_DETAILS.items():
+            self.phase_labels[key].setToolTip(detail)
         self.progress = QProgressBar(minimum=0, maximum=1, value=0, textVisible=True)
         self.progress.setFormat("Not started")
         self.stats = QLabel()
@@ -136,11 +143,14 @@ class TrainPage(QWidget):
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.blocking, 1)
         phases = QHBoxLayout()
+        self.phase_marks = {}
         for i, (key, _title) in enumerate(PHASES):
             if i:
-                phases.addWidget(QLabel("›"))
+                self.phase_marks[key] = QLabel("›")
+                phases.addWidget(self.phase_marks[key])
             phases.addWidget(self.phase_labels[key])
         phases.addStretch()
+        self.show_measuring(False)   # only runs with --batch-size auto measure
         top = QVBoxLayout()
         top.addWidget(self.summary)
         top.addLayout(out_row)
@@ -200,7 +210,15 @@ class TrainPage(QWidget):
     def _muted(text: str) -> str:
         return f"<span style='color:{theme.hex_of(theme.muted_text())}'>{escape(text)}</span>"
 
+    def show_measuring(self, on: bool) -> None:
+        self.phase_labels["measuring"].setVisible(on)
+        self.phase_marks["measuring"].setVisible(on)
+
     def set_phase(self, name: str | None) -> None:
+        if name in PHASE_DETAILS:
+            self.progress.setFormat(PHASE_DETAILS[name])
+        if name == "measuring":
+            self.show_measuring(True)
         seen = True
         for key, label in self.phase_labels.items():
             current = key == name
@@ -262,6 +280,7 @@ class TrainPage(QWidget):
             button.hide()
         self.progress.setRange(0, 0)   # busy until run_started says how many steps
         self.progress.setFormat("Starting …")
+        self.show_measuring(False)
         self.stats.clear()
         self.last_step = None
         self.append_log((note + "\n" if note else "") + f"Config: {self.config_path}\nOutput: {self.output_dir}")
@@ -276,6 +295,7 @@ class TrainPage(QWidget):
         sup.warning_raised.connect(lambda m: self.append_log(f"⚠ {m}"))
         sup.log_received.connect(self.append_log)
         sup.event_received.connect(self.events.append)
+        sup.event_received.connect(self.on_supervisor_event_received)
         sup.run_finished.connect(self.on_supervisor_run_finished)
         sup.run_failed.connect(self.on_supervisor_run_failed)
         sup.finished.connect(self.on_supervisor_finished)
@@ -336,6 +356,16 @@ class TrainPage(QWidget):
         self.plots.add_eval(e)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in (e.get("metrics") or {}).items() if isinstance(v, (int, float)))
         self.append_log(f"Evaluation at step {e.get('step')}: {shown}")
+
+    def on_supervisor_event_received(self, e: dict) -> None:
+        """--batch-size auto: say what was measured, and keep it for the Model page's memory figure."""
+        if e.get("event") != "batch_size_chosen" or not self.last_config:
+            return
+        peaks = ", ".join(f"{m['batch_size']}: {human_bytes(m['peak_memory_bytes'])}" for m in e.get("measured", []))
+        self.append_log(f"Batch size {e.get('batch_size')} (the largest that fits: {e.get('largest_fitting')}; budget "
+                        f"{human_bytes(e.get('budget_bytes'))}, {e.get('budget_source')}). Measured peaks: {peaks}.")
+        c = self.last_config
+        remember(self.project.settings, measurement_key(c["model"], c["task"], c["training"]), e)
 
     def on_supervisor_run_finished(self, e: dict) -> None:
         self.result = e

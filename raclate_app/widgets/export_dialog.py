@@ -1,5 +1,8 @@
-"""ExportDialog: write a model folder (a run's final model or one of its checkpoints) for
-sentence-transformers, PyLate or transformers (with the engine's reload self-check and model card) and optionally push it to the Hugging Face Hub. Runs off
+"""ExportDialog: write a model folder (a run's final model or one of its checkpoints) in any of the
+engine's export formats (sentence-transformers, PyLate, transformers, ONNX, GGUF, PEFT, MLX, Core ML; with
+the engine's reload self-check and model card) and optionally push it to the Hugging Face Hub. The formats
+and quantizations this model cannot take are greyed out with the engine's own refusal as their tooltip
+(``engine.outputs.export.format_choices``, read in the background when the dialog opens). Runs off
 the GUI thread with progress; Cancel stops before the next step (a step already running finishes).
 Exports go outside the runs folder by default (so they do not show up as runs), and a folder that
 exists is replaced only after asking."""
@@ -14,28 +17,36 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
+from engine.outputs.export import FORMATS as ENGINE_FORMATS
+from engine.outputs.export import QUANTIZE, format_choices
 from raclate_app import hub_token, theme
 from raclate_app.workers import Cancelled, Progress, Worker
 
-FORMATS = (("sentence-transformers", "sentence-transformers (SentenceTransformer)"),
-           ("pylate", "PyLate (models.ColBERT)"), ("transformers", "transformers (AutoModel…)"))
+TITLES = {"sentence-transformers": "sentence-transformers (SentenceTransformer)", "pylate": "PyLate (models.ColBERT)",
+          "transformers": "transformers (AutoModel…)", "onnx": "ONNX (onnxruntime)",
+          "gguf": "GGUF (llama.cpp, LM Studio, Ollama)", "peft": "PEFT adapter (a LoRA checkpoint)",
+          "mlx": "MLX (mlx-embeddings)", "coreml": "Core ML (.mlpackage for Swift apps)"}
+FORMATS = tuple((key, TITLES.get(key, key)) for key in ENGINE_FORMATS)
+QUANTIZE_TITLES = {None: "none (full precision)", "int8": "int8", "int4": "int4 (4-bit)",
+                   "f16": "f16 (half precision)", "q8_0": "q8_0 (8-bit blocks)"}
 NATURAL = {"sentence-similarity": "sentence-transformers", "late-interaction": "pylate"}
 EXPORTS_ROOT = Path.home() / "RACLATE exports"
 # the engine's export refusals name `raclate export` flags; the dialog's own words instead
 CLI_WORDS = ((r"pass --overwrite to replace", "answer Yes to “Replace the existing folder?” to replace"),
              (r"--overwrite only replaces", "Only a folder this app wrote can be replaced:"),
-             (r" for --to\b", ""), (r"--to folder", "folder"))
+             (r" for --to\b", ""), (r"--to folder", "folder"), (r"Export it as --format ([\w-]+)", r"Choose \1"),
+             (r"--format ([\w-]+)", r"the \1 format"), (r"--quantize", "quantization"))
 OFFLINE_WORDS = ("ConnectionError", "ConnectError", "Timeout", "OfflineModeIsEnabled", "NameResolution",
                  "Max retries", "Temporary failure in name resolution", "Network is unreachable")
 
 
 def export_and_push(source: str, out: str, fmt: str, overwrite: bool, repo_id: str | None, private: bool,
-                    token: str | None, progress) -> dict:
+                    token: str | None, progress, quantize: str | None = None) -> dict:
     """engine.outputs.export.export_model, then engine.outputs.hub.push_folder; ``progress`` is asked between the steps."""
     from engine.outputs.export import export_model
     steps = 2 if repo_id else 1
     progress(0, steps, "Writing the folder and reloading it to check it")
-    result = export_model(source, out, fmt=fmt, overwrite=overwrite)
+    result = export_model(source, out, fmt=fmt, overwrite=overwrite, quantize=quantize)
     if repo_id:
         if hub_token.offline():
             raise OSError("Offline mode is on (HF_HUB_OFFLINE), so nothing was pushed.")
@@ -84,9 +95,11 @@ class ExportDialog(QDialog):
         self.error: str | None = None
         self._folder_edited = False
         self._token_found = False
+        self.choices: dict | None = None   # engine.outputs.export.format_choices, once read
         self.format = QComboBox()
         for key, title in FORMATS:
             self.format.addItem(title, key)
+        self.quantize = QComboBox()
         self.folder = QLineEdit()
         self.folder_button = QPushButton("Choose…")
         self.push = QCheckBox("Also push to the Hugging Face Hub")
@@ -110,6 +123,8 @@ class ExportDialog(QDialog):
         self.close_button = QPushButton("Close")
         self._build()
         self.format.currentIndexChanged.connect(self._suggest_folder)
+        self.format.currentIndexChanged.connect(self._fill_quantize)
+        self.quantize.currentIndexChanged.connect(self.update_state)
         self.folder.textEdited.connect(lambda _t: setattr(self, "_folder_edited", True))
         self.folder_button.clicked.connect(self.choose_folder)
         self.push.toggled.connect(self.on_push_toggled)
@@ -125,6 +140,9 @@ class ExportDialog(QDialog):
             from raclate_app.evaluation import folder_task_key
             self.worker.submit("export-task", folder_task_key, self.model_path, on_done=self.set_task,
                                on_error=lambda exc: self.set_status(f"Cannot read the model: {exc}", "over"))
+        self.worker.submit("export-choices", format_choices, self.model_path, on_done=self.set_choices,
+                           on_error=lambda exc: self.set_status(f"Cannot tell which formats fit: {escape(str(exc))}",
+                                                                "over"))
         self.update_token_state()
         self.setMinimumWidth(660)
         self.on_push_toggled(False)
@@ -138,6 +156,7 @@ class ExportDialog(QDialog):
                                     f"<span style='color:{theme.hex_of(theme.muted_text())}'>"
                                     f"{escape(self.model_path)}</span>", wordWrap=True))
         form.addRow("Format", self.format)
+        form.addRow("Quantize", self.quantize)
         row = QHBoxLayout()
         row.addWidget(self.folder, 1)
         row.addWidget(self.folder_button)
@@ -178,13 +197,44 @@ class ExportDialog(QDialog):
         self.task_key = task_key
         natural = NATURAL.get(task_key or "", "transformers")
         model = self.format.model()
-        for i, (key, _title) in enumerate(FORMATS):
-            model.item(i).setEnabled(task_key is None or key in (natural, "transformers"))
+        for i, (key, _title) in enumerate(FORMATS):   # until the engine's choices are read: the task's own
+            model.item(i).setEnabled(key in (natural, "transformers") if self.choices is None
+                                     else not self.choices[key]["refused"])
         self.format.setCurrentIndex(self.format.findData(natural))
         self.format.setToolTip("transformers also writes an embedding model's bare encoder (AutoModel)."
                                if natural != "transformers" else "")
         self._suggest_folder()
         self.update_state()
+
+    def set_choices(self, choices: dict) -> None:
+        """Grey out what the engine would refuse for this model, its message as the tooltip."""
+        self.choices = choices
+        model = self.format.model()
+        for i, (key, _title) in enumerate(FORMATS):
+            refused = choices[key]["refused"]
+            model.item(i).setEnabled(not refused)
+            model.item(i).setToolTip(gui_words(refused or ""))
+        self._fill_quantize()
+
+    def _fill_quantize(self, *_args) -> None:
+        """No quantization, then the ones the engine takes for this format and model (others greyed out,
+        with the reason)."""
+        fmt = self.format.currentData()
+        takes = (self.choices or {}).get(fmt, {}).get("quantize", [])
+        previous = self.quantize.currentData()
+        self.quantize.blockSignals(True)
+        self.quantize.clear()
+        self.quantize.addItem(QUANTIZE_TITLES[None], None)
+        if self.choices is not None:
+            for name in QUANTIZE:
+                self.quantize.addItem(QUANTIZE_TITLES.get(name, name), name)
+                item = self.quantize.model().item(self.quantize.count() - 1)
+                item.setEnabled(name in takes)
+                item.setToolTip("" if name in takes else f"{TITLES.get(fmt, fmt)} does not take {name} for this model.")
+        index = self.quantize.findData(previous)
+        self.quantize.setCurrentIndex(index if index >= 0 and self.quantize.model().item(index).isEnabled() else 0)
+        self.quantize.blockSignals(False)
+        self.update_state()   # enables the box when the format takes any
 
     def _suggest_folder(self) -> None:
         if not self._folder_edited:
@@ -225,6 +275,12 @@ class ExportDialog(QDialog):
     def problem(self) -> str | None:
         if not self.folder.text().strip():
             return "Choose the folder to export to."
+        fmt, quantize = self.format.currentData(), self.quantize.currentData()
+        if self.choices is not None:   # the engine's own refusal, before any work
+            if self.choices[fmt]["refused"]:
+                return escape(gui_words(self.choices[fmt]["refused"]))
+            if quantize is not None and quantize not in self.choices[fmt]["quantize"]:
+                return f"{escape(TITLES.get(fmt, fmt))} does not take {quantize} for this model."
         if self.push.isChecked():
             if not self.repo.text().strip():
                 return "Give the Hub repository, USER/NAME."
@@ -242,6 +298,8 @@ class ExportDialog(QDialog):
         self.cancel_button.setEnabled(busy)
         for w in (self.format, self.folder, self.folder_button, self.push, self.push_box):
             w.setEnabled(not busy)
+        fmt = self.format.currentData()
+        self.quantize.setEnabled(not busy and bool((self.choices or {}).get(fmt, {}).get("quantize")))
         if not busy and self.result is None and self.error is None:
             self.set_status(problem or "", "unknown")
 
@@ -289,7 +347,7 @@ class ExportDialog(QDialog):
         self.relay = Progress(self)
         self.relay.progressed.connect(self.on_progress)
         self.worker.submit("export", export_and_push, self.model_path, out, self.format.currentData(), replace, repo,
-                           self.private.isChecked(), token, self.relay,
+                           self.private.isChecked(), token, self.relay, self.quantize.currentData(),
                            on_done=self.on_done, on_error=lambda exc: self.on_failed(exc, out))
         self.progress.show()
         self.progress.setRange(0, 0)
@@ -317,7 +375,8 @@ class ExportDialog(QDialog):
         out = result["output_dir"]
         text = (f"✓ Exported to <a href='{QUrl.fromLocalFile(out).toString()}'>{escape(out)}</a> as "
                 f"{escape(result['format'])}; reloaded with {escape(check['reference'])}: "
-                f"{escape(check['compared'])} match (max difference {check['max_abs_diff']:.1e}).")
+                f"{escape(check['compared'])} match (max difference {check['max_abs_diff']:.1e}"
+                + (f", min cosine {check['min_cosine']:.5f}" if check.get("min_cosine") is not None else "") + ").")
         if "hub" in result:
             hub = result["hub"]
             text += (f"<br>✓ Pushed to <a href='{hub['url']}'>{escape(hub['repo_id'])}</a> "

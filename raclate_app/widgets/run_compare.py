@@ -33,7 +33,7 @@ def comparison_html(runs: list) -> str:
     settings = [r.record.get("training") or {} for r in runs]
     keys = sorted({k for t in settings for k in t} - {"output_dir", "resume_from_checkpoint"})
     differ = [k for k in keys if len({repr(t.get(k)) for t in settings}) > 1]
-    data = [(r.record.get("data") or {}).get("data") or "" for r in runs]
+    data = [str((r.record.get("data") or {}).get("data") or "") for r in runs]   # several datasets: a list
     lines = [f"{what}: {' | '.join(shown)}" for what, values, shown in (
         ("task", [r.task_key for r in runs], [get_task(r.task_key).title for r in runs]),
         ("model", [r.model for r in runs], [r.model_name for r in runs]),
