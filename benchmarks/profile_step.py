@@ -1,7 +1,7 @@
 """Where one training step's time goes, per task, on the embedded MiniLM and a small random ModernBERT.
 
     python benchmarks/profile_step.py [--only minilm-mnrl,minilm-clf,mbert-mnrl,mbert-clf]
-        [--batch-size 16] [--max-length 128] [--rounds 7]
+        [--batch-size 16] [--max-length 128] [--rounds 7] [--data demo|stdlib] [--mbert-shape 6x384]
 
 Uses the trainer's own data path (tokenize once, length-grouped sampler, collator) on the training rows of
 benchmarks/train_throughput.py and one typical batch (the median padded size). Times, each behind an
@@ -33,7 +33,7 @@ import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
-from benchmarks.train_throughput import rows_for, small_modernbert  # noqa: E402
+from benchmarks.train_throughput import random_model, rows_for  # noqa: E402
 
 
 # -- recording the ops of one forward ----------------------------------------------------------
@@ -164,8 +164,8 @@ def setup(model_name, task, a, tmp):
     from engine.models import load_model
     from engine.training.trainer import Trainer
     from engine.training.args import TrainingArgs
-    path = str(default_model_dir()) if model_name == "minilm" else small_modernbert(tmp)
-    rows = rows_for(task)
+    path = str(default_model_dir()) if model_name == "minilm" else random_model(tmp, "mbert", a.mbert_shape)
+    rows = rows_for(task, data=a.data)
     label_info = None
     if task == "clf":
         names = sorted({r["label"] for r in rows})
@@ -275,6 +275,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--data", default="demo", choices=("demo", "stdlib"), help="as benchmarks/train_throughput.py")
+    ap.add_argument("--mbert-shape", default="6x384", help="the random ModernBERT's LAYERSxHIDDEN")
     a = ap.parse_args()
     import datasets
     datasets.disable_progress_bars()

@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))   # public_data, also when imported as benchmarks.train_throughput
 DEMO = ROOT / "resources" / "demo"
 LR, WEIGHT_DECAY, WARMUP = 5e-5, 0.01, 0.1
 # "peer-nodrop": the PyTorch peer with dropout off, like "ours-nodrop" (--dropout 0); BERT's config has 0.1.
@@ -62,7 +63,7 @@ NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "
 def rows_for(task: str, split: str = "train", data: str = "demo") -> list[dict]:
     """The rows of ``task`` ("mnrl" pairs, else classification); every 5th row is the "eval" split."""
     if data == "stdlib":
-        import public_data
+        import public_data   # benchmarks/public_data.py
         rows = ([{"text": r["text"], "text_pair": r["text_pair"]} for r in public_data.pairs()] if task == "mnrl"
                 else public_data.labelled())
     elif task == "mnrl":

@@ -288,3 +288,14 @@ def test_a_missing_runtime_library_names_its_extra(tmp_path, monkeypatch, fmt, l
     with pytest.raises(ExportError, match=rf"pip install 'raclate-tuner\[{fmt}\]'") as err:
         export_model(str(src), tmp_path / "out", fmt=fmt)
     assert err.value.kind == "export_refused" and not (tmp_path / "out").exists()
+
+
+def assert_refused(src, tmp_path, fmt: str, task: str, message: str, quantize=None, **load_kw) -> None:
+    """``src`` loaded for ``task`` (with ``load_kw``) and saved, then exported as ``fmt``: refused with
+    ``message`` before any work (no output folder)."""
+    model, tok = load_model(str(src), task, **load_kw)
+    model.save_pretrained(tmp_path / "src")
+    tok.save_pretrained(str(tmp_path / "src"))
+    with pytest.raises(ExportError, match=message) as err:
+        export_model(str(tmp_path / "src"), tmp_path / "out", fmt=fmt, quantize=quantize)
+    assert err.value.kind == "export_refused" and not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ from engine import encode, load_model
 from engine.outputs import coreml
 from engine.outputs.export import ExportError, export_model
 from engine.outputs.onnx import batches
-from tests.test_export import LABELS, TEXTS, tiny_checkpoint
+from tests.test_export import assert_refused, LABELS, TEXTS, tiny_checkpoint
 
 pytest.importorskip("coremltools")
 LONG_AND_ODD = TEXTS + ["word " * 400, "Zürich, Ελλάδα, 東京 — naïve café 🙂"]
@@ -144,9 +144,4 @@ def test_prediction_on_macos(bert, bert_package):
 ])
 def test_refusals(bert, tmp_path, family, task, kw, quantize, message):
     src = bert if family == "bert" else tiny_checkpoint(family, tmp_path / "base")
-    model, tok = load_model(str(src), task, **kw)
-    model.save_pretrained(tmp_path / "src")
-    tok.save_pretrained(str(tmp_path / "src"))
-    with pytest.raises(ExportError, match=message) as err:
-        export_model(str(tmp_path / "src"), tmp_path / "out", fmt="coreml", quantize=quantize)
-    assert err.value.kind == "export_refused" and not (tmp_path / "out").exists()
+    assert_refused(src, tmp_path, "coreml", task, message, quantize, **kw)

@@ -11,7 +11,7 @@ import mlx.core as mx
 from engine import encode, load_model
 from engine.outputs import mlx_export
 from engine.outputs.export import ExportError, export_model
-from tests.test_export import TEXTS, tiny_checkpoint
+from tests.test_export import assert_refused, TEXTS, tiny_checkpoint
 
 pytest.importorskip("mlx_embeddings")
 LONG_AND_ODD = TEXTS + ["word " * 400, "Zürich, Ελλάδα, 東京 — naïve café 🙂"]
@@ -103,9 +103,4 @@ def test_a_wrong_folder_fails_the_check(bert, tmp_path, monkeypatch):
 ])
 def test_refusals(bert, tmp_path, family, task, kw, quantize, message):
     src = bert if family == "bert" else tiny_checkpoint(family, tmp_path / "base")
-    model, tok = load_model(str(src), task, **kw)
-    model.save_pretrained(tmp_path / "src")
-    tok.save_pretrained(str(tmp_path / "src"))
-    with pytest.raises(ExportError, match=message) as err:
-        export_model(str(tmp_path / "src"), tmp_path / "out", fmt="mlx", quantize=quantize)
-    assert err.value.kind == "export_refused" and not (tmp_path / "out").exists()
+    assert_refused(src, tmp_path, "mlx", task, message, quantize, **kw)

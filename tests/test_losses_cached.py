@@ -141,15 +141,12 @@ def test_cached_rejects_bad_mini_batch_size():
 
 # -- GradCache for late interaction (CachedLateInteractionContrastiveLoss) ------------------------------------
 
-class TinyColBERT(nn.Module):
+class TinyColBERT(TinyEmbedder):
     """Token vectors [B, T, D]: each token's embedding plus its row's masked mean (so a row's padding and
     its other tokens matter, as in attention), projected and L2-normalised per token."""
 
     def __init__(self, vocab=64, dim=16, out=8, dropout=0.0):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.proj = nn.Linear(dim, out)
-        self.drop = nn.Dropout(dropout)
+        super().__init__(vocab, dim, out, dropout)
 
     def __call__(self, input_ids, attention_mask):
         h = self.drop(self.embed(input_ids))  # (B, T, dim)
