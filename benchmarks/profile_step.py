@@ -64,9 +64,9 @@ class Recorder:
             rec.append(("embedding", (tuple(ids.shape), tuple(m.weight.shape))))
             return emb(m, ids)
 
-        def attention(q, k, v, mask, scale, softcap=None):
+        def attention(q, k, v, mask, scale, **kw):   # softcap, dropout: passed on as given
             rec.append(("attention", (tuple(q.shape), tuple(k.shape), None if mask is None else tuple(mask.shape))))
-            return att(q, k, v, mask, scale, softcap)
+            return att(q, k, v, mask, scale=scale, **kw)
 
         def rope_(x, dims, **kw):
             rec.append(("rope", (tuple(x.shape), dims, kw["base"])))

@@ -133,3 +133,23 @@ def test_kernels_cached_without_the_flags_are_removed_once(tmp_path, monkeypatch
     assert (cache / "new_kernel.so").exists()
     backend._drop_unflagged_kernels("-fother-flags")      # flags changed: rebuilt once more
     assert not (cache / "new_kernel.so").exists()
+
+
+def test_openblas_gets_the_kernels_the_cpu_can_run():
+    """OpenBLAS falls back to SSE3 kernels ("Prescott") where it does not know the CPU model (virtual
+    machines): the engine names the kernel family from the CPU's own feature flags, unless the user did."""
+    from engine.backend import openblas_coretype
+    avx512 = {"sse3", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}
+    assert openblas_coretype(avx512) == "SkylakeX"
+    assert openblas_coretype({"sse3", "avx", "avx2", "fma"}) == "Haswell"
+    assert openblas_coretype({"sse3", "avx"}) is None
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return   # macOS: Accelerate; other Linux CPUs: OpenBLAS's own choice
+    script = "import engine.backend as b, os; print(b.info().get('coretype'), os.environ.get('OPENBLAS_CORETYPE'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    chosen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                            cwd=ROOT, check=True).stdout.split()
+    assert chosen[0] == chosen[1]                  # what OpenBLAS reads is what the engine reports
+    mine = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(env, OPENBLAS_CORETYPE="Haswell"), cwd=ROOT, check=True).stdout.split()
+    assert mine == ["Haswell", "Haswell"]          # the user's choice wins

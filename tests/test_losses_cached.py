@@ -232,7 +232,10 @@ def test_cached_late_interaction_trains_like_plain_and_from_the_cli(tmp_path, tm
         train(model, tok, "sentence-similarity", dataset(pair_rows(12)), max_steps=2, batch_size=6, loss=loss,
               mini_batch_size=4, use_late_interaction=True, dropout=0.0)
         out[loss] = weights(model)
-    assert max_diff(out["late_interaction"], out["cached_late_interaction"]) <= 1e-5
+    # AdamW's first steps move a weight by ~lr (1e-3) however small its gradient, so summation-order
+    # differences (they depend on the BLAS kernels) in near-zero gradients show as a small fraction of lr;
+    # the losses and gradients themselves are compared at 1e-5 above.
+    assert max_diff(out["late_interaction"], out["cached_late_interaction"]) <= 0.05 * 1e-3
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"query": r["text"], "document": r["text_pair"]}) + "\n" for r in pair_rows(12)))
