@@ -143,26 +143,32 @@ def test_peft_reloads_the_adapter(bert_dir, tmp_path, task, dora):
     assert cos.min() >= 0.9999
 
 
-def test_resume_with_adapters_is_exact(bert_dir, tmp_path):
+def assert_resume_is_exact(bert_dir, tmp_path, stop_at: int, **args) -> None:
+    """A text-classification run stopped after ``stop_at`` steps, resumed from its checkpoint by a model with
+    another head and adapter start, ends with exactly the weights of the uninterrupted run."""
     from engine.training.trainer import Trainer
     rows, info = sentiment_rows(24), labels()
-    args = dict(batch_size=8, max_steps=6, learning_rate=5e-3, warmup_steps=2, logging_steps=1, save_steps=0,
-                max_length=32, seed=3, lora_rank=4, dora=True, lora_dropout=0.1)
+    args = dict(batch_size=8, learning_rate=5e-3, logging_steps=1, save_steps=0, max_length=32, seed=3, **args)
     model, tok = load(bert_dir, num_labels=2)
     train(model, tok, "text-classification", dataset(rows), label_info=info, **args, output_dir=str(tmp_path / "a"))
     uninterrupted = weights(model)
 
     model, tok = load(bert_dir, num_labels=2)
     trainer = Trainer(model, tok, "text-classification", TrainingArgs(**args, output_dir=str(tmp_path / "b")),
-                      dataset(rows), callbacks=[lambda e: e["event"] == "step" and e["step"] == 3 and
+                      dataset(rows), callbacks=[lambda e: e["event"] == "step" and e["step"] == stop_at and
                                                 trainer.request_stop()], label_info=info)
-    assert trainer.train()["step"] == 3
+    assert trainer.train()["step"] == stop_at
 
     model, tok = load(bert_dir, seed=7, num_labels=2)   # a different head and adapter start: the checkpoint wins
     _, result, events = train(model, tok, "text-classification", dataset(rows), label_info=info, **args,
                               output_dir=str(tmp_path / "b"), resume_from_checkpoint="latest")
-    assert of(events, "run_started")[0]["resumed_from_step"] == 3 and result["step"] == 6
+    assert of(events, "run_started")[0]["resumed_from_step"] == stop_at and result["step"] == args["max_steps"]
     assert max_diff(weights(model), uninterrupted) == 0
+
+
+def test_resume_with_adapters_is_exact(bert_dir, tmp_path):
+    assert_resume_is_exact(bert_dir, tmp_path, 3, max_steps=6, warmup_steps=2, lora_rank=4, dora=True,
+                           lora_dropout=0.1)
 
 
 def test_full_rank_lora_learns_like_full_fine_tuning(bert_dir):

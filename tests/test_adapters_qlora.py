@@ -13,8 +13,8 @@ import mlx.nn as nn
 from engine.cli import main
 from engine.models.adapters import LoRALinear, adapter_layers, group_size
 from engine.training.args import TrainingArgs
-from tests.test_adapters import outputs
-from tests.trainer_helpers import dataset, labels, load, max_diff, of, sentiment_rows, tiny_bert_dir, train, weights
+from tests.test_adapters import assert_resume_is_exact, outputs
+from tests.trainer_helpers import dataset, labels, load, of, sentiment_rows, tiny_bert_dir, train, weights
 
 
 @pytest.fixture(scope="module")
@@ -68,22 +68,7 @@ def test_setting_up_twice_changes_nothing(bert_dir):
 
 
 def test_qlora_resume_is_exact(bert_dir, tmp_path):
-    from engine.training.trainer import Trainer
-    rows, info = sentiment_rows(24), labels()
-    args = dict(batch_size=8, max_steps=4, learning_rate=5e-3, logging_steps=1, save_steps=0, max_length=32, seed=3,
-                lora_rank=4, quantize_base=4)
-    model, tok = load(bert_dir, num_labels=2)
-    train(model, tok, "text-classification", dataset(rows), label_info=info, **args, output_dir=str(tmp_path / "a"))
-    uninterrupted = weights(model)
-    model, tok = load(bert_dir, num_labels=2)
-    trainer = Trainer(model, tok, "text-classification", TrainingArgs(**args, output_dir=str(tmp_path / "b")),
-                      dataset(rows), callbacks=[lambda e: e["event"] == "step" and e["step"] == 2 and
-                                                trainer.request_stop()], label_info=info)
-    assert trainer.train()["step"] == 2
-    model, tok = load(bert_dir, seed=7, num_labels=2)
-    _, result, _ = train(model, tok, "text-classification", dataset(rows), label_info=info, **args,
-                         output_dir=str(tmp_path / "b"), resume_from_checkpoint="latest")
-    assert result["step"] == 4 and max_diff(weights(model), uninterrupted) == 0
+    assert_resume_is_exact(bert_dir, tmp_path, 2, max_steps=4, lora_rank=4, quantize_base=4)
 
 
 def write_reviews(path):
