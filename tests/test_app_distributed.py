@@ -95,12 +95,19 @@ def test_a_supervised_run_on_two_local_processes(qtbot, tmp_path, tmp_path_facto
                      "save_steps": 0, "max_length": 32, "learning_rate": 1e-3}}))
     sup = TrainingSupervisor(config, nice=0)
     use_launcher(sup, ["-n", "2"])
-    steps, started, failed = [], [], []
+    steps, started, finished, failed, log = [], [], [], [], []
     sup.step_logged.connect(steps.append)
     sup.run_started.connect(started.append)
+    sup.run_finished.connect(finished.append)
     sup.run_failed.connect(failed.append)
-    with qtbot.waitSignals([sup.run_started, sup.run_finished], order="strict", timeout=240_000):
-        sup.start()
-    sup.wait(30_000)
-    assert not failed and started[0]["world_size"] == 2 and [s["step"] for s in steps] == list(range(1, 7))
+    sup.log_received.connect(log.append)
+    sup.start()
+    try:   # a failed rank ends the run too: wait for either, so a failure shows its message and log
+        qtbot.waitUntil(lambda: bool(finished or failed), timeout=240_000)
+    finally:
+        if not (finished or failed):
+            sup.request_kill()
+        sup.wait(30_000)
+    assert not failed and finished, (failed, log[-40:])
+    assert started[0]["world_size"] == 2 and [s["step"] for s in steps] == list(range(1, 7))
     assert (tmp_path / "out" / "model.safetensors").exists()

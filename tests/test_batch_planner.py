@@ -58,7 +58,9 @@ def peaks(bert_dir, rows) -> dict[int, int]:
 def test_auto_picks_the_largest_power_of_two_under_a_small_budget(bert_dir):
     rows = long_rows(64)
     peak = peaks(bert_dir, rows)
-    assert sorted(peak) == [8, 16, 32, 64] and peak[8] < peak[16] < peak[64]   # all fit 64 GB; 64 rows
+    assert sorted(peak) == [8, 16, 32, 64]   # all fit 64 GB; 64 rows
+    # the weights, gradients and AdamW moments (~30 MB) set the peak up to batch 16; activations from there
+    assert peak[8] < peak[32] < peak[64] and peak[64] - peak[32] > 0.5 * (peak[32] - peak[8])
 
     budget = (peak[32] + peak[64]) / 2   # a small budget: 32 fits, 64 does not
     _, trainer, events = classify(bert_dir, rows, batch_size="auto", memory_budget=budget / GB, max_steps=1)

@@ -141,6 +141,20 @@ def test_launch_writes_the_host_file_and_the_mlx_launch_command(tmp_path, capsys
     assert "-- train" in capsys.readouterr().err
 
 
+def test_ring_ports_are_free_and_below_the_ephemeral_range():
+    """A rank connecting to a neighbour not yet listening must not be handed the neighbour's port as its own
+    source port (TCP self-connect): the ring's ports lie below the range outgoing connections draw from."""
+    import socket
+    from engine.commands.launch import ephemeral_ports
+    low = ephemeral_ports()[0]
+    for _ in range(20):
+        start = free_ports(4)
+        assert 1024 <= start and start + 4 <= low
+        for port in range(start, start + 4):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+
+
 def test_inline_config_json(tmp_path):
     from engine.cli import build_parser
     from engine.commands.train import resolve_train_config

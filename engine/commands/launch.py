@@ -93,16 +93,28 @@ def resolve(name: str) -> str:
                        "(e.g. the Thunderbolt bridge address, System Settings → Network).") from None
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the system draws outgoing connections' source ports from (Linux: ip_local_port_range;
+    elsewhere the IANA range macOS uses)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive TCP ports that are free here right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((LOCAL, 0))
-            start = s.getsockname()[1]
-        if start + count >= 65535:
-            continue
+    """The first of ``count`` consecutive TCP ports that are free here right now, below the ephemeral
+    range: a rank connecting to a neighbour that is not listening yet could otherwise be given the
+    neighbour's port as its own source port and connect to itself (TCP self-connect), or another
+    program's outgoing connection could take the port before the rank binds it."""
+    import random
+    low = ephemeral_ports()[0]
+    top = low - count if low - count > 20_000 else 65_535 - count   # an odd system with a low ephemeral range
+    for _ in range(200):
+        start = random.randrange(20_000 if top > 20_000 else 1024, top)
+        held = []
         try:
-            held = []
             for port in range(start, start + count):
                 sock = socket.socket()
                 held.append(sock)
