@@ -40,15 +40,21 @@ def pad(seqs, pad_id: int, multiple: int = 8, side: str = "right", fill=None) ->
     return ids, mask
 
 
+def padding_of(tokenizer) -> tuple[int, str]:
+    """(pad id, side) a tokenizer pads with; decoder tokenizers without a pad token pad with their end
+    token (the mask hides it anyway)."""
+    if tokenizer is None:
+        return 0, "right"
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return (0 if pad_id is None else int(pad_id)), getattr(tokenizer, "padding_side", None) or "right"
+
+
 class _Padding:
     def __init__(self, tokenizer=None, pad_to_multiple_of: int = 8, pad_token_id: int | None = None,
                  padding_side: str | None = None):
-        if pad_token_id is None and tokenizer is not None:
-            pad_token_id = tokenizer.pad_token_id
-            if pad_token_id is None:   # decoder tokenizers without a pad token: the mask hides it anyway
-                pad_token_id = tokenizer.eos_token_id
-        self.pad_token_id = 0 if pad_token_id is None else int(pad_token_id)
-        self.padding_side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
+        own_id, own_side = padding_of(tokenizer)
+        self.pad_token_id = own_id if pad_token_id is None else int(pad_token_id)
+        self.padding_side = padding_side or own_side
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def _pad(self, seqs, fill=None):

@@ -12,7 +12,7 @@ cosine for dense models, MaxSim for late interaction (PyLate's query/document en
 Scores come one block at a time, so a large query set or corpus never holds the whole [Q, C]
 matrix: search keeps a running top-k over [q_block, c_block] products (100k documents × 384 dims are
 150 MB of vectors; one block of scores is 16 MB). Long work takes ``progress(done, total,
-text)``, called between chunks of ``ENCODE_CHUNK`` texts; it may raise to cancel.
+text)``, called between batches; it may raise to cancel.
 """
 from __future__ import annotations
 
@@ -29,22 +29,17 @@ from engine.inference.encode import encode
 from engine.metrics import cosine_score_blocks, maxsim_score_blocks
 from engine.models import pylate
 
-ENCODE_CHUNK = 64    # texts per progress report while encoding
-
-
 def no_progress(done, total, text=""):
     return None
 
 
 def _encode(model, tokenizer, texts: list[str], is_query: bool, progress, done: int, total: int) -> list:
-    """Vectors of ``texts`` in chunks, reporting progress between them: queries and documents as the
+    """Vectors of ``texts``, reporting progress between batches: queries and documents as the
     trainer's evaluation reads them (PyLate's query/document encodings; a dense model's query/document
     prompts)."""
-    out = []
-    for start in range(0, len(texts), ENCODE_CHUNK):
-        progress(done + start, total, "Encoding queries" if is_query else "Encoding documents")
-        out += list(encode(model, tokenizer, texts[start:start + ENCODE_CHUNK], is_query=is_query))
-    return out
+    text = "Encoding queries" if is_query else "Encoding documents"
+    return list(encode(model, tokenizer, texts, is_query=is_query,
+                       progress=lambda n, _: progress(done + n, total, text)))
 
 
 def _padded_chunks(vectors: list, size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
