@@ -31,17 +31,16 @@ def texts(n: int) -> list[str]:
 
 
 def child(kind: str, a, out_path: str) -> None:
-    from engine.defaults import default_model_dir
     data = texts(a.texts)
     if kind == "ours":
         from engine import encode
         from engine.models import load_model
-        model, tok = load_model(str(default_model_dir()), "sentence-similarity")
+        model, tok = load_model(a.model, "sentence-similarity")
         run = lambda items: encode(model, tok, items, batch_size=a.batch_size, max_length=a.max_length)
     else:
         import torch
         from sentence_transformers import SentenceTransformer
-        model = SentenceTransformer(str(default_model_dir()), device="cpu")
+        model = SentenceTransformer(a.model, device="cpu")
         model.max_seq_length = a.max_length
         torch.set_grad_enabled(False)
         run = lambda items: model.encode(items, batch_size=a.batch_size, convert_to_numpy=True)
@@ -50,6 +49,8 @@ def child(kind: str, a, out_path: str) -> None:
     vectors = np.asarray(run(data), dtype=np.float32)
     seconds = time.perf_counter() - start
     np.save(out_path, vectors)
+    # the engine's import loads OpenBLAS globally and tunes malloc: it must not slow the peer down
+    assert kind == "ours" or "engine" not in sys.modules, "the sentence-transformers peer imported the engine"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     print(json.dumps({"texts_per_s": len(data) / seconds, "peak_rss_bytes": rss}))
 
@@ -61,10 +62,13 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=2, metavar=("KIND", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         return child(a.child[0], a, a.child[1])
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="true")
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="true")   # before the engine's import below changes it
+    from engine.defaults import default_model_dir
+    model = str(default_model_dir())   # resolved here: a peer never imports the engine
     print(f"{a.texts} texts (Python stdlib names and docstring summaries), all-MiniLM-L6-v2, max length {a.max_length}, "
           f"{os.cpu_count()} cores")
     print(f"{'encode':<34} {'batch':>5} {'texts/s':>9} {'vs peer':>8} {'peak RSS':>9} {'min cos':>8}")
@@ -74,7 +78,7 @@ def main() -> None:
             for kind in ("peer", "ours"):
                 out = os.path.join(tmp, f"{kind}-{batch}.npy")
                 cmd = [sys.executable, __file__, "--texts", str(a.texts), "--batch-size", str(batch),
-                       "--max-length", str(a.max_length), "--child", kind, out]
+                       "--max-length", str(a.max_length), "--model", model, "--child", kind, out]
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode:
                     sys.exit(f"{kind} failed:\n{done.stderr[-3000:]}")

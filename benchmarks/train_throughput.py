@@ -150,6 +150,11 @@ LORA_RANK = 16
 QWEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def batches(rows: list, size: int) -> list[list]:
+    """Held-out rows in batches of ``size`` (both sides evaluate the same way, as they train)."""
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
 def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None, lora=False):
     import numpy as np
     from datasets import Dataset
@@ -186,9 +191,12 @@ def child_ours(task, model_path, a, compile_, group_by_length=True, dropout=None
     train_s = time.perf_counter() - start
     held = rows_for(task, "eval", a.data)
     if task == "clf":
-        enc = tok([r["text"] for r in held], padding=True, truncation=True, max_length=a.max_length, return_tensors="np")
-        logits = np.array(model(mx.array(enc["input_ids"].astype(np.int32)), mx.array(enc["attention_mask"].astype(np.int32))))
-        metrics = classification_metrics(logits, [names.index(r["label"]) for r in held])
+        def logits(texts):
+            enc = tok(texts, padding=True, truncation=True, max_length=a.max_length, return_tensors="np")
+            return np.array(model(mx.array(enc["input_ids"].astype(np.int32)),
+                                  mx.array(enc["attention_mask"].astype(np.int32))))
+        metrics = classification_metrics(np.concatenate([logits([r["text"] for r in part]) for part in
+                                                         batches(held, 32)]), [names.index(r["label"]) for r in held])
     else:
         embed = lambda texts: np.asarray(encode(model, tok, texts, batch_size=32, max_length=a.max_length))
         metrics = retrieval_metrics(embed([r["text"] for r in held]), embed([r["text_pair"] for r in held]))
@@ -257,10 +265,11 @@ def child_peer(task, model_path, a, dropout=True, lora=False):
             embed = lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True)
             metrics = retrieval_metrics(embed([r["text"] for r in held]), embed([r["text_pair"] for r in held]))
         else:
-            enc = tok([r["text"] for r in held], padding=True, truncation=True, max_length=a.max_length,
-                      return_tensors="pt")
-            metrics = classification_metrics(model(**enc).logits.float().numpy(),
-                                             [names.index(r["label"]) for r in held])
+            def logits(texts):
+                enc = tok(texts, padding=True, truncation=True, max_length=a.max_length, return_tensors="pt")
+                return model(**enc).logits.float().numpy()
+            metrics = classification_metrics(np.concatenate([logits([r["text"] for r in part]) for part in
+                                                             batches(held, 32)]), [names.index(r["label"]) for r in held])
     return times, losses, train_s, metrics
 
 
@@ -268,12 +277,11 @@ def child(a):
     kind, task, model_name = a.child.split(":", 2)
     lora = task == "lora"
     task = "mnrl" if lora else task
-    model_path = model_name
-    if model_name == "minilm":
-        from engine.defaults import default_model_dir
-        model_path = str(default_model_dir())
+    model_path = model_name   # a folder the parent resolved: a peer never imports the engine
     if kind.startswith("peer"):
         times, losses, train_s, metrics = child_peer(task, model_path, a, dropout=(kind == "peer"), lora=lora)
+        # the engine's import loads OpenBLAS globally and tunes malloc: it must not slow the peer down
+        assert "engine" not in sys.modules, "the PyTorch peer imported the engine"
     else:
         import engine  # noqa: F401
         times, losses, train_s, metrics = child_ours(task, model_path, a, compile_=(kind != "ours-eager"),
@@ -334,6 +342,7 @@ def main():
     a = ap.parse_args()
     if a.child:
         return child(a)
+    pristine = dict(os.environ)   # before this process imports the engine (it sets OpenBLAS's kernels and PATH)
     wanted, kinds, seeds = a.only.split(","), a.kinds.split(","), [int(s) for s in a.seeds.split(",")]
     if a.base_root:
         kinds.append("base")
@@ -341,7 +350,7 @@ def main():
     mbert = random_model(tmp, "mbert", a.mbert_shape) if any(w.startswith("mbert") for w in wanted) else None
     qwen = random_model(tmp, "qwen") if any(w.startswith("qwen") for w in wanted) else None
     peer_name = {"mnrl": "sentence-transformers", "clf": "transformers Trainer", "lora": "sentence-transformers + peft"}
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    env = dict(pristine, TOKENIZERS_PARALLELISM="false")
     print(f"{machine()}; data {a.data} ({len(rows_for('mnrl', data=a.data))} training pairs); batch {a.batch_size}, "
           f"max length {a.max_length}, {a.steps} steps ({a.warmup} untimed), seeds {a.seeds}", flush=True)
     from engine.defaults import default_model_dir
@@ -351,7 +360,7 @@ def main():
     print(f"{'row':<52} {'examples/s':>10} {'vs peer':>8} {'peak RSS':>9} {'final loss':>10} {'train s':>8}  held-out")
     for row in wanted:
         task = row.split("-")[-1]
-        model = {"mbert": mbert, "qwen": qwen}.get(row.split("-")[0], "minilm")
+        model = {"mbert": mbert, "qwen": qwen}.get(row.split("-")[0], str(default_model_dir()))
         label = {"mbert": f"ModernBERT-{a.mbert_shape} ", "qwen": "Qwen3-shaped "}.get(row.split("-")[0], "MiniLM-L6 ") + task.upper()
         results = {}
         child_envs = {kind: dict(env) for kind in kinds}

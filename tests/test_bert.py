@@ -119,6 +119,11 @@ def test_minilm_matches_sentence_transformers():
     cos = (vectors * ref).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(ref, axis=1)
     assert vectors.shape == (20, 384) and vectors.dtype == np.float32
     assert cos.min() >= 0.9999, cos
+    # truncate_dim as sentence-transformers: its Normalize module runs first, the cut stays as it is
+    cut = encode(model, tok, SENTENCES, batch_size=8, truncate_dim=128)
+    ref_cut = SentenceTransformer(str(default_model_dir()), device="cpu", truncate_dim=128).encode(SENTENCES)
+    assert cut.shape == ref_cut.shape == (20, 128) and np.abs(cut - ref_cut).max() < 1e-4
+    assert np.linalg.norm(cut, axis=1).max() < 0.99   # not back on the unit sphere
 
 
 def test_embedding_round_trip_loads_in_sentence_transformers(tmp_path):

@@ -45,3 +45,15 @@ def test_normalize_and_a_single_text():
     assert one.shape == (vectors.shape[1],)
     np.testing.assert_allclose(one, vectors[3], atol=2e-5)
     assert encode(model, tokenizer, [], batch_size=4).shape[0] == 0
+
+
+def test_truncate_dim_cuts_then_normalizes_as_sentence_transformers():
+    model = build("bert", "sentence-similarity")
+    tokenizer = CharTokenizer("right")
+    full = encode(model, tokenizer, TEXTS, batch_size=8)
+    cut = encode(model, tokenizer, TEXTS, batch_size=8, truncate_dim=4)
+    np.testing.assert_allclose(cut, full[:, :4], atol=2e-5)
+    unit = encode(model, tokenizer, TEXTS, batch_size=8, truncate_dim=4, normalize=True)
+    np.testing.assert_allclose(unit, full[:, :4] / np.linalg.norm(full[:, :4], axis=1, keepdims=True), atol=2e-5)
+    with pytest.raises(ValueError, match="larger than"):
+        encode(model, tokenizer, TEXTS[:2], truncate_dim=1000)

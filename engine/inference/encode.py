@@ -8,6 +8,8 @@ import mlx.core as mx
 
 from engine.data.collators import pad, padding_of
 from engine.data.inputs import pick_prompt, tokenize_texts
+from engine.errors import UsageError
+from engine.losses.matryoshka import truncate
 from engine.models import heads, pylate
 from engine.models.heads import LateInteractionModel
 
@@ -23,7 +25,8 @@ def max_length_of(model, tokenizer) -> int:
 
 def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | None = None,
            prompt: str | None = None, max_length: int | None = None, normalize: bool | None = None,
-           is_query: bool | None = None, use_chat_template: bool | None = None, progress=None):
+           is_query: bool | None = None, use_chat_template: bool | None = None, truncate_dim: int | None = None,
+           progress=None):
     """Embed ``texts`` (a string or a list). Dense models → float32 [N, D]; late-interaction
     models → a list of [T_i, D] arrays. Order follows ``texts``. The texts go through the model's
     input pipeline (engine/data/inputs.py: prompt, stripped, chat template when the model was trained
@@ -37,6 +40,8 @@ def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | 
     [Q]/[D] prefix; a query keeps every position of its expansion to ``query_length`` (the [MASK]
     pads included), a document its real tokens minus the punctuation skiplist.
 
+    ``truncate_dim`` keeps the first values of each dense vector (a Matryoshka-trained model's smaller
+    sizes), as sentence-transformers' ``truncate_dim``: cut first, then normalised when ``normalize``.
     ``progress(done, total)`` is called between batches (it may raise to cancel).
 
     Speed: every text is tokenized first, batches hold texts of similar token counts (longest first),
@@ -52,13 +57,16 @@ def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | 
         results = _encode_late(model, tokenizer, [text + t for t in texts], batch_size,
                                True if is_query is None else is_query, progress)
         return results[0] if single else results
+    if truncate_dim is not None and late:
+        raise UsageError("truncate_dim applies to dense embeddings; a late-interaction model's token vectors keep "
+                         "their size: leave truncate_dim out for this model.")
     prompt = pick_prompt(model.info, is_query=None if late else is_query, prompt_name=prompt_name, prompt=prompt)
     max_length = max_length or max_length_of(model, tokenizer)
     template = model.info.use_chat_template if use_chat_template is None else use_chat_template
     ids = tokenize_texts(tokenizer, texts, prompt=prompt, strip=True, max_length=max_length,
                          use_chat_template=template)["input_ids"] if texts else []
     pad_id, side = padding_of(tokenizer)
-    forward = _forward(model, bool(normalize and not late), compiled=len(texts) > batch_size)
+    forward = _forward(model, bool(normalize and not late), truncate_dim, compiled=len(texts) > batch_size)
     order = np.argsort([-len(x) for x in ids], kind="stable")  # similar lengths share a batch
     results: list = [None] * len(texts)
 
@@ -86,12 +94,16 @@ def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | 
     return stacked[0] if single else stacked
 
 
-def _forward(model, normalize: bool, compiled: bool):
+def _forward(model, normalize: bool, truncate_dim: int | None, compiled: bool):
     """``(ids, mask) → float32 outputs``; compiled (``mx.compile``, the weights as implicit inputs) when
     asked and the model is in eval mode (in train mode dropout would need the random state too)."""
     def run(input_ids, mask):
         out = model(input_ids, mask)
-        return (heads.normalize(out) if normalize else out).astype(mx.float32)
+        if truncate_dim is not None:
+            out = truncate(out, truncate_dim, normalize)
+        elif normalize:
+            out = heads.normalize(out)
+        return out.astype(mx.float32)
     if compiled and not getattr(model, "training", False):
         return mx.compile(run, inputs=model.state)
     return run

@@ -1,4 +1,5 @@
-"""The one attention helper every model uses: boolean masks + mx.fast.scaled_dot_product_attention.
+"""The one attention helper every model uses: boolean masks + mx.fast.scaled_dot_product_attention (GPU)
+or the written-out product with an arithmetic softmax (CPU).
 
 Masks are boolean (True = may attend). No additive -1e4/-1e9 masks: they are wrong in bf16.
 Grouped-query attention needs no K/V repetition: the fused kernel broadcasts KV heads.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from engine.models.activations import softmax
 from engine.models.dropout import dropout as drop
 
 
@@ -40,7 +42,10 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None, scal
     ``dropout``: attention-probability dropout, as transformers' eager attention (softmax, dropout,
     then the value product); callers pass it in training only. The fused kernel has neither option, so
     that path is written out, with KV heads broadcast over their query groups (a reshape, never a copy
-    of K/V). Inference and dropout-free training keep the fused kernel.
+    of K/V). On the GPU, inference and dropout-free training keep the fused kernel; on the CPU the
+    written-out path is faster (2–2.5× forward and backward at 64–128 tokens,
+    ``benchmarks/layer_ops.py``): its softmax computes exp with arithmetic (engine/models/activations.py),
+    where the fused kernel's CPU fallback spends most of its time in ``exp``.
 
     A query row whose mask sees no key (padding outside a causal or sliding band) is what transformers
     gives it: zeros from torch's SDPA, its default attention; with ``softcap``, which only HF's eager
@@ -48,7 +53,8 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None, scal
     Never a fully masked softmax: NaN × 0 in the value product would leak into real tokens' gradients.
     """
     sees = mx.any(mask, axis=-1, keepdims=True) if mask is not None else None  # (B, 1, T, 1)
-    if softcap is None and not dropout:
+    on_cpu = mx.default_device() == mx.cpu
+    if softcap is None and not dropout and not on_cpu:
         if mask is not None:   # such a row attends to itself, then is zeroed
             mask = mask | (~sees & mx.eye(mask.shape[-1], dtype=mx.bool_))
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)  # (B, Hq, T, D)
@@ -61,7 +67,8 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None, scal
             scores = mx.tanh(scores / softcap) * softcap
         if mask is not None:   # masked: -inf, except in a row that sees no key: 0 everywhere (uniform)
             scores = mx.where(mask[:, :, None], scores, mx.where(sees[:, :, None], -mx.inf, 0.0).astype(scores.dtype))
-        probs = drop(mx.softmax(scores, axis=-1, precise=True), dropout)  # (B, Hkv, G, T, T)
+        weights = softmax(scores) if on_cpu else mx.softmax(scores, axis=-1, precise=True)
+        probs = drop(weights, dropout)  # (B, Hkv, G, T, T)
         out = (probs @ v[:, :, None]).reshape(B, Hq, T, -1)
     if mask is not None and softcap is None:
         out = out * sees.astype(out.dtype)  # rows that see no key: zeros, as SDPA

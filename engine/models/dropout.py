@@ -30,7 +30,8 @@ def fresh_key() -> mx.array:
 
 
 def set_global_key(key: mx.array) -> None:
-    """Make ``key`` the global generator's key again (GradCache replays a mini-batch's masks with it).
+    """Make ``key`` the global generator's key again (GradCache replays a mini-batch's masks with it; a
+    resumed run and the ranks of a distributed one restore theirs).
     ``mx.random.state`` cannot be assigned to; seeding with s sets the key [s >> 32, s & 0xffffffff]. Syncs."""
     hi, lo = (int(x) for x in key.tolist())
     mx.random.seed((hi << 32) | lo)

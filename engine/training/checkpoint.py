@@ -14,6 +14,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from engine.errors import UsageError, disk_full, write_failed
+from engine.models.dropout import set_global_key
 from engine.run_record import process_alive
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -140,17 +141,10 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     weights = mx.load(str(path / "weights.safetensors"))
     model.load_weights(list(weights.items()), strict=True)
     opt = mx.load(str(path / "optimizer.safetensors"))
-    restore_rng(opt.pop("__rng__"))
+    set_global_key(opt.pop("__rng__"))
     optimizer.state = tree_unflatten(list(opt.items()))
     mx.eval(model.parameters(), optimizer.state)
     return json.loads((path / "trainer_state.json").read_text())
-
-
-def restore_rng(key: mx.array) -> None:
-    """Make the global MLX key ``key`` again (``mx.random.state`` cannot be assigned to; seeding
-    with s sets the key [s >> 32, s & 0xffffffff])."""
-    hi, lo = (int(x) for x in key.tolist())
-    mx.random.seed((hi << 32) | lo)
 
 
 def rotate_checkpoints(root: Path, limit: int, keep: set[str] = frozenset()) -> None:

@@ -125,7 +125,7 @@ class World:
         Rank 0 alone reads a checkpoint (the others may not even have the folder); a fresh run is
         shared too, so every rank starts from identical weights whatever its copy of the model.
         Returns ``saved`` on rank 0, and on the others what they need of it (or None)."""
-        from engine.training.checkpoint import restore_rng
+        from engine.models.dropout import set_global_key
         if self.size == 1:
             return saved
         trees = {"model": dict(tree_flatten(model.parameters())), "optimizer": dict(tree_flatten(optimizer.state))}
@@ -142,7 +142,7 @@ class World:
             shared[name] = out
         model.update(tree_unflatten(list(shared["model"].items())))
         optimizer.state = tree_unflatten(list(shared["optimizer"].items()))
-        restore_rng(self.broadcast(mx.random.state[0]))
+        set_global_key(self.broadcast(mx.random.state[0]))
         position = saved and [1, saved["step"], saved["sampler"]["epoch"], saved["sampler"]["batches_consumed"]]
         has, step, epoch, consumed = self.broadcast(mx.array(position or [0, 0, 0, 0], dtype=mx.int64)).tolist()
         mx.eval(model.parameters(), optimizer.state)
