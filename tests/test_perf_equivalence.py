@@ -1,4 +1,4 @@
-"""Every speed-up keeps the numbers: fast GELU = erf GELU, the BLAS global norm = float64, compiled step =
+"""Every speed-up keeps the numbers: fast GELU = erf GELU, the arithmetic softmax = mx.softmax, the BLAS global norm = float64, compiled step =
 eager step (skipped steps included), one trace per padded shape, padding leaves losses alone, the prefetch
 thread yields the plain generator's batches in order and checkpoints the trained position, and the
 tokenizer loads without torch (benchmarks/profile_step.py shows what each of these bought)."""
@@ -35,6 +35,27 @@ def test_fast_gelu_equals_erf_gelu_and_its_gradient(compiled):
     grad = mx.compile(grad) if compiled else grad
     reference = mx.grad(lambda x: (nn.gelu(x) * weight).sum())(x)
     assert (mx.abs(grad(x) - reference) / (mx.abs(weight) + 1e-3)).max().item() <= 2e-6
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_arithmetic_softmax_equals_mx_softmax_and_its_gradient(compiled):
+    """The CPU attention's softmax: exp from arithmetic, masked (-inf) entries exactly 0, its written-out
+    gradient = autodiff of mx.softmax."""
+    from engine.models.activations import softmax
+    mx.random.seed(0)
+    x = mx.random.normal((6, 4, 33)) * mx.array([0.1, 3.0, 12.0, 40.0])[None, :, None]   # scales up to ±120
+    x = mx.where(mx.random.uniform(shape=x.shape) < 0.2, -mx.inf, x)
+    x = mx.concatenate([x, mx.full((6, 4, 1), 1.0)], axis=-1)   # every row has a finite entry
+    weight = mx.random.normal(x.shape)
+    ours = mx.compile(softmax) if compiled else softmax
+    p, reference = ours(x), mx.softmax(x, axis=-1, precise=True)
+    assert mx.abs(p - reference).max().item() <= 3e-6
+    assert mx.all(mx.where(mx.isinf(x), p == 0, True)).item()
+    grad = mx.grad(lambda x: (mx.where(mx.isinf(x), 0.0, softmax(x)) * weight).sum())
+    grad = mx.compile(grad) if compiled else grad
+    expected = mx.grad(lambda x: (mx.where(mx.isinf(x), 0.0, mx.softmax(x, axis=-1, precise=True)) * weight).sum())(x)
+    finite = ~mx.isinf(x)
+    assert mx.abs(mx.where(finite, grad(x) - expected, 0.0)).max().item() <= 1e-5
 
 
 def test_global_norm_matches_float64_where_mx_sum_drifts():

@@ -78,7 +78,9 @@ def softmax(x: mx.array) -> mx.array:
     >>> [round(v, 6) for v in softmax(mx.array([[0.0, 1.0, -mx.inf]])).tolist()[0]]
     [0.268941, 0.731059, 0.0]
     """
-    return _softmax_values(x)
+    if x.dtype == mx.float32:
+        return _softmax_values(x)
+    return _softmax_values(x.astype(mx.float32)).astype(x.dtype)   # the squarings need float32's precision
 
 
 @softmax.vjp
