@@ -1,4 +1,4 @@
-"""Every speed-up keeps the numbers: fast GELU = erf GELU, the arithmetic softmax = mx.softmax, the BLAS global norm = float64, compiled step =
+"""Every speed-up keeps the numbers: fast GELU = erf GELU, fast SiLU = nn.silu, the arithmetic softmax = mx.softmax, the BLAS global norm = float64, compiled step =
 eager step (skipped steps included), one trace per padded shape, padding leaves losses alone, the prefetch
 thread yields the plain generator's batches in order and checkpoints the trained position, and the
 tokenizer loads without torch (benchmarks/profile_step.py shows what each of these bought)."""
@@ -34,6 +34,20 @@ def test_fast_gelu_equals_erf_gelu_and_its_gradient(compiled):
     grad = mx.grad(lambda x: (gelu(x) * weight).sum())
     grad = mx.compile(grad) if compiled else grad
     reference = mx.grad(lambda x: (nn.gelu(x) * weight).sum())(x)
+    assert (mx.abs(grad(x) - reference) / (mx.abs(weight) + 1e-3)).max().item() <= 2e-6
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fast_silu_equals_nn_silu_and_its_gradient(compiled):
+    from engine.models.activations import sigmoid, silu
+    x = mx.concatenate([mx.linspace(-60, 60, 20001), mx.random.normal((4096,)) * 3, mx.random.normal((512,)) * 1e-4])
+    weight = mx.random.normal(x.shape)
+    ours = mx.compile(silu) if compiled else silu
+    assert mx.abs(ours(x) - nn.silu(x)).max().item() <= 2e-6
+    assert mx.abs(sigmoid(x) - mx.sigmoid(x)).max().item() <= 1e-6
+    grad = mx.grad(lambda x: (silu(x) * weight).sum())
+    grad = mx.compile(grad) if compiled else grad
+    reference = mx.grad(lambda x: (nn.silu(x) * weight).sum())(x)
     assert (mx.abs(grad(x) - reference) / (mx.abs(weight) + 1e-3)).max().item() <= 2e-6
 
 

@@ -88,6 +88,29 @@ def _softmax_vjp(primals, cotangent, output):
     return (output * (cotangent - (cotangent * output).sum(axis=-1, keepdims=True)),)
 
 
+def sigmoid(x: mx.array) -> mx.array:
+    """1 / (1 + exp(−x)) from arithmetic: ½ + ½·sign(x)·tanh(|x|/2), tanh from e = exp(−|x|) with |x| held
+    at 32 (beyond it the result is 0 or 1 in float32). |error| ≤ 7e-7 against ``mx.sigmoid``."""
+    ax = mx.abs(x)
+    e = _exp_neg(-_clip(ax, 32.0), halvings=5)
+    return 0.5 + 0.5 * ((1.0 - e) / (1.0 + e)) * (x / (ax + 1e-30))
+
+
+@mx.custom_function
+def silu(x: mx.array) -> mx.array:
+    """SiLU x·σ(x) (Qwen3's and LFM2's MLP), as ``nn.silu`` (|error| ≤ 2e-6) at a ninth of its cost on the
+    CPU backend, where ``mx.sigmoid`` runs exp element by element: [16, 20, 2048] 19.1 → 2.2 ms compiled.
+    The gradient σ(x)·(1 + x·(1 − σ(x))) is written out."""
+    return x * sigmoid(x)
+
+
+@silu.vjp
+def _silu_vjp(primals, cotangent, output):
+    x = primals[0] if isinstance(primals, (tuple, list)) else primals
+    s = sigmoid(x)
+    return (cotangent * (s * (1.0 + x * (1.0 - s))),)
+
+
 @mx.custom_function
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU, as ``nn.gelu`` and PyTorch's ``GELU()``: x·Φ(x)."""

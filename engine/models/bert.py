@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 import mlx.nn as nn
 
-from engine.models.activations import gelu
+from engine.models.activations import gelu, silu
 from engine.models.attention import attention, make_mask
 from engine.models.base import run_layer
 from engine.models.dropout import Dropout, override
@@ -34,7 +34,7 @@ SPEC = FamilySpec(
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
 # "gelu" is exact GELU with an arithmetic-only erf: mx.erf runs per element on the CPU backend.
 ACTIVATIONS = {"gelu": gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx,
-               "relu": nn.relu, "silu": nn.silu, "swish": nn.silu}
+               "relu": nn.relu, "silu": silu, "swish": silu}
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 import mlx.nn as nn
 
+from engine.models.activations import silu
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
@@ -38,7 +39,7 @@ SPEC = FamilySpec(
 )
 # Attention-probability dropout (HF default 0) and the token classifier's (GenericForTokenClassification).
 DROPOUT_KEYS = ("attention_dropout", "classifier_dropout")
-ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu": nn.gelu, "silu": nn.silu}
+ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu": nn.gelu, "silu": silu}
 ROPE_TYPES = ("default", "linear")
 BIDIRECTIONAL_KEYS = ("use_bidirectional_attention", "use_bidirectional_attn")  # 5.24 reads the first
 

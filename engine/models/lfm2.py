@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 import mlx.nn as nn
 
+from engine.models.activations import silu
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
@@ -150,7 +151,7 @@ class MLP(nn.Module):
         self.w2 = nn.Linear(args.ff_dim, args.hidden_size, bias=False)
 
     def __call__(self, x):
-        return self.w2(nn.silu(self.w1(x)) * self.w3(x))
+        return self.w2(silu(self.w1(x)) * self.w3(x))
 
 
 class DecoderLayer(nn.Module):

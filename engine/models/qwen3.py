@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 import mlx.nn as nn
 
+from engine.models.activations import silu
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
@@ -30,7 +31,7 @@ SPEC = FamilySpec(
 )
 # Attention-probability dropout (HF default 0) and the token classifier's (GenericForTokenClassification).
 DROPOUT_KEYS = ("attention_dropout", "classifier_dropout")
-ACTIVATIONS = {"silu": nn.silu, "swish": nn.silu, "gelu": nn.gelu, "gelu_pytorch_tanh": nn.gelu_approx}
+ACTIVATIONS = {"silu": silu, "swish": silu, "gelu": nn.gelu, "gelu_pytorch_tanh": nn.gelu_approx}
 ROPE_TYPES = ("default", "linear")
 
 

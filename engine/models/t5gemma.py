@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 import mlx.nn as nn
 
+from engine.models.activations import silu
 from engine.models.attention import attention, make_mask
 from engine.errors import ModelError
 from engine.models.base import run_layer
@@ -40,7 +41,7 @@ SPEC = FamilySpec(
 # decoder, whatever those say, so they are read from the top level only (never lifted, see configure).
 DROPOUT_KEYS = ("dropout_rate", "attention_dropout", "classifier_dropout_rate")
 ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu_new": nn.gelu_approx, "gelu": nn.gelu,
-               "silu": nn.silu, "relu": nn.relu}
+               "silu": silu, "relu": nn.relu}
 
 
 @dataclass
