@@ -43,9 +43,9 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None, scal
     then the value product); callers pass it in training only. The fused kernel has neither option, so
     that path is written out, with KV heads broadcast over their query groups (a reshape, never a copy
     of K/V). On the GPU, inference and dropout-free training keep the fused kernel; on the CPU the
-    written-out path is faster (2–2.5× forward and backward at 64–128 tokens,
-    ``benchmarks/layer_ops.py``): its softmax computes exp with arithmetic (engine/models/activations.py),
-    where the fused kernel's CPU fallback spends most of its time in ``exp``.
+    written-out path is faster (2–2.5× at 64–128 tokens, forward and backward; ``benchmarks/layer_ops.py``
+    times the forward): its softmax computes exp with arithmetic (engine/models/activations.py), where the
+    fused kernel's CPU fallback spends most of its time in ``exp``.
 
     A query row whose mask sees no key (padding outside a causal or sliding band) is what transformers
     gives it: zeros from torch's SDPA, its default attention; with ``softcap``, which only HF's eager
