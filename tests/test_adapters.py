@@ -15,7 +15,7 @@ from engine.errors import UsageError
 from engine.models.adapters import LoRALinear, adapter_layers, apply_adapters, matches, merge_adapters
 from engine.models.peft_format import save_adapter
 from engine.training.args import TrainingArgs
-from tests.test_app_support import app_settings, project  # noqa: F401
+from tests.test_app_support import app_settings, model_page, project  # noqa: F401
 from tests.trainer_helpers import dataset, labels, load, max_diff, of, sentiment_rows, tiny_bert_dir, train, weights
 
 TEXTS = ["a lovely film", "the meal was awful and boring", "quite a good day"]
@@ -243,12 +243,9 @@ def test_memory_estimate_counts_adapters_only():
 
 
 @pytest.mark.gui
-def test_model_page_lora_checkbox_sets_the_rank_and_the_estimate(qtbot, project):  # noqa: F811
-    from raclate_app.pages.model import LORA_RANK, QUANTIZE, ModelPage
-    page = ModelPage(project)
-    qtbot.addWidget(page)
-    page.show()
-    qtbot.waitUntil(lambda: page.summary is not None, timeout=20_000)
+def test_model_page_lora_checkbox_sets_the_rank_and_the_estimate(qtbot, project, model_page):  # noqa: F811
+    from raclate_app.pages.model import LORA_RANK, QUANTIZE
+    page = model_page
     assert not page.lora_check.isChecked() and project.training["lora_rank"] == 0
     before = page.memory_detail.text()
     page.lora_check.setChecked(True)

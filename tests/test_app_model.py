@@ -7,21 +7,10 @@ from dataclasses import fields
 
 import pytest
 
-from tests.test_app_support import (app_settings, project, screenshots, shot, wait_checked, wait_idle,  # noqa: F401
-                                    window)
+from tests.test_app_support import (app_settings, model_page, project, screenshots, shot, wait_checked,  # noqa: F401
+                                    wait_idle, window)
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def model_page(qtbot, project):
-    from raclate_app.pages.model import ModelPage
-    page = ModelPage(project)
-    qtbot.addWidget(page)
-    page.resize(1280, 820)
-    page.show()
-    qtbot.waitUntil(lambda: page.summary is not None, timeout=20_000)
-    return page
 
 
 def test_forms_are_built_from_training_args(qtbot):

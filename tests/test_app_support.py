@@ -168,6 +168,18 @@ class Heartbeat:
 
 
 @pytest.fixture
+def model_page(qtbot, project):
+    """The Model & Task page at 1280×820, its summary of the chosen model loaded."""
+    from raclate_app.pages.model import ModelPage
+    page = ModelPage(project)
+    qtbot.addWidget(page)
+    page.resize(1280, 820)
+    page.show()
+    qtbot.waitUntil(lambda: page.summary is not None, timeout=20_000)
+    return page
+
+
+@pytest.fixture
 def data_page(qtbot, project):
     from raclate_app.pages.data import DataPage
     page = DataPage(project)

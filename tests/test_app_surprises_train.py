@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.app_fixtures import app_models, open_run_page  # noqa: F401
-from tests.test_app_support import (app_settings, dispose, project, screenshots, shot,  # noqa: F401
+from tests.test_app_support import (app_settings, dispose, model_page, project, screenshots, shot,  # noqa: F401
                                     wait_idle, window)
 
 pytestmark = pytest.mark.gui
@@ -102,13 +102,8 @@ def test_stop_clears_the_eta(qtbot, project, tmp_path, screenshots):
     shot(page, screenshots, "train_stopped_no_eta")
 
 
-def test_the_preset_line_says_what_the_fields_hold(qtbot, project, screenshots):
-    from raclate_app.pages.model import ModelPage
-    page = ModelPage(project)
-    qtbot.addWidget(page)
-    page.resize(1280, 820)
-    page.show()
-    qtbot.waitUntil(lambda: page.summary is not None, timeout=20_000)
+def test_the_preset_line_says_what_the_fields_hold(qtbot, project, screenshots, model_page):  # noqa: F811
+    page = model_page
     preset = page.summary.preset
     assert f"max length {preset['max_length']}" in page.preset_label.text()
     assert "changed" not in page.preset_label.text()

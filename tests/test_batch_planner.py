@@ -7,7 +7,7 @@ import pytest
 
 from engine.training.args import TrainingArgs, batch_size_value
 from engine.training.batch_planner import search
-from tests.test_app_support import app_settings, project  # noqa: F401  (the GUI test's fixtures)
+from tests.test_app_support import app_settings, model_page, project  # noqa: F401  (the GUI test's fixtures)
 from tests.trainer_helpers import dataset, labels, load, max_diff, of, sentiment_rows, tiny_bert_dir, train, weights
 
 GB = 2 ** 30
@@ -124,13 +124,9 @@ def test_measured_peaks_replace_the_estimate_between_and_beyond_the_batches_meas
 
 
 @pytest.mark.gui
-def test_model_page_asks_for_auto_and_shows_what_a_run_measured(qtbot, project):  # noqa: F811
+def test_model_page_asks_for_auto_and_shows_what_a_run_measured(qtbot, project, model_page):  # noqa: F811
     from raclate_app.memory import measurement_key, remember
-    from raclate_app.pages.model import ModelPage
-    page = ModelPage(project)
-    qtbot.addWidget(page)
-    page.show()
-    qtbot.waitUntil(lambda: page.summary is not None, timeout=20_000)
+    page = model_page
     page.auto_batch.setChecked(True)
     assert project.training["batch_size"] == "auto" and not page.basic.editors["batch_size"].isEnabled()
     assert "Measured" not in page.memory_detail.text()   # nothing measured yet: the formula's estimate
