@@ -8,7 +8,8 @@ Texts: the Python standard library's names and docstring summaries (benchmarks/p
 before batching (sentence-transformers does it inside ``encode``). Each side runs in its own process, once
 untimed on 500 texts (imports, caches, kernel compilation), then timed on all texts. Columns: texts/s, the
 ratio to sentence-transformers, the process's peak RSS, and the lowest cosine between the two sides'
-vectors of the same text (a check that both computed the same thing).
+vectors of the same text (a check that both computed the same thing). "one lane" is the engine with
+``RACLATE_INFERENCE_LANES=1``: each batch on one stream instead of its rows split over two (engine/backend.py).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def texts(n: int) -> list[str]:
 
 def child(kind: str, a, out_path: str) -> None:
     data = texts(a.texts)
-    if kind == "ours":
+    if kind.startswith("ours"):
         from engine import encode
         from engine.models import load_model
         model, tok = load_model(a.model, "sentence-similarity")
@@ -50,7 +51,7 @@ def child(kind: str, a, out_path: str) -> None:
     seconds = time.perf_counter() - start
     np.save(out_path, vectors)
     # the engine's import loads OpenBLAS globally and tunes malloc: it must not slow the peer down
-    assert kind == "ours" or "engine" not in sys.modules, "the sentence-transformers peer imported the engine"
+    assert kind != "peer" or "engine" not in sys.modules, "the sentence-transformers peer imported the engine"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     print(json.dumps({"texts_per_s": len(data) / seconds, "peak_rss_bytes": rss}))
 
@@ -75,17 +76,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for batch in map(int, a.batch_sizes.split(",")):
             results = {}
-            for kind in ("peer", "ours"):
+            for kind in ("peer", "ours-1", "ours"):
                 out = os.path.join(tmp, f"{kind}-{batch}.npy")
                 cmd = [sys.executable, __file__, "--texts", str(a.texts), "--batch-size", str(batch),
                        "--max-length", str(a.max_length), "--model", model, "--child", kind, out]
-                done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                lanes = {"RACLATE_INFERENCE_LANES": "1"} if kind == "ours-1" else {}
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env | lanes)
                 if done.returncode:
                     sys.exit(f"{kind} failed:\n{done.stderr[-3000:]}")
                 results[kind] = json.loads(done.stdout.strip().splitlines()[-1]) | {"vectors": np.load(out)}
             p, o = results["peer"]["vectors"], results["ours"]["vectors"]
             cos = float(np.min(np.sum(p * o, axis=1) / (np.linalg.norm(p, axis=1) * np.linalg.norm(o, axis=1))))
-            for kind, name in (("peer", "SentenceTransformer.encode"), ("ours", "RACLATE engine.encode")):
+            for kind, name in (("peer", "SentenceTransformer.encode"), ("ours-1", "RACLATE engine.encode, one lane"),
+                               ("ours", "RACLATE engine.encode")):
                 r = results[kind]
                 ratio = r["texts_per_s"] / results["peer"]["texts_per_s"]
                 print(f"{name:<34} {batch:>5} {r['texts_per_s']:>9.1f} {ratio:>7.2f}x "

@@ -28,6 +28,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 
 _CANDIDATES = (
     # Debian/Ubuntu libopenblas0-pthread (what `make setup` installs)
@@ -92,11 +94,12 @@ def _load() -> None:
         if not os.path.exists(path):
             continue
         try:
-            ctypes.CDLL(path, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
+            lib = ctypes.CDLL(path, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
         except OSError as exc:  # e.g. cmeel's build without libgfortran5
             _state["error"] = f"{path}: {exc}"
             continue
-        _state.update(blas="openblas", path=path, error=None)
+        threads = all(hasattr(lib, f"openblas_{op}_num_threads") for op in ("get", "set"))
+        _state.update(blas="openblas", path=path, error=None, library=lib if threads else None)
         return
     if _state["error"] is None:
         _state["error"] = ("no optimized OpenBLAS found; install it with "
@@ -240,7 +243,50 @@ def _vectorize_kernels() -> None:
 def info() -> dict:
     """Which BLAS MLX uses: {'blas': 'openblas'|'reference'|'accelerate', 'path': ..., 'error': ...,
     'coretype': OpenBLAS's kernel family when set (Linux x86-64)}."""
-    return dict(_state)
+    return {k: v for k, v in _state.items() if k != "library"}
+
+
+def inference_lanes() -> int:
+    """Over how many MLX streams inference splits a batch's rows on the CPU, computing the parts at once
+    (engine/inference/encode.py: run_in_lanes).
+
+    MLX's CPU backend runs a stream's elementwise kernels, reductions and softmax on one thread; only the
+    matrix products use the other cores (OpenBLAS's threads, which spin while they wait). Two streams with
+    one BLAS thread each keep both cores busy through a whole layer: on 2 cores, 40 compiled MiniLM forward
+    passes of 32×32 tokens took 6.2–6.8 s instead of 7.8–8.7 s (``benchmarks/encode_throughput.py`` times
+    ``encode`` with one lane and with two). Two lanes on 2+ cores where OpenBLAS is loaded (its thread count
+    can be set: cores / lanes each), else one; ``RACLATE_INFERENCE_LANES=N`` overrides."""
+    chosen = os.environ.get("RACLATE_INFERENCE_LANES", "").strip()
+    if chosen.isdigit() and int(chosen) > 0:
+        return int(chosen)
+    return min(2, os.cpu_count() or 1) if _state.get("library") is not None else 1
+
+
+_blas_lock = threading.Lock()
+_blas_users = [0, None]   # blocks inside `blas_threads` now, OpenBLAS's thread count before the first
+
+
+@contextmanager
+def blas_threads(count: int):
+    """OpenBLAS uses ``count`` threads (at least 1) inside the block and its own number again once the last
+    block open in this process ends (blocks may overlap in threads); nothing where OpenBLAS is not loaded.
+    Process-wide: MLX evaluates lazily, so the block must enclose the evaluation, not only the graph."""
+    lib = _state.get("library")
+    if lib is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_users[0] == 0:
+            _blas_users[1] = lib.openblas_get_num_threads()
+        _blas_users[0] += 1
+        lib.openblas_set_num_threads(max(1, int(count)))
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users[0] -= 1
+            if _blas_users[0] == 0:
+                lib.openblas_set_num_threads(_blas_users[1])
 
 
 _load()

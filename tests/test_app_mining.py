@@ -68,6 +68,9 @@ def test_find_hard_negatives_review_and_use(qtbot, data_page, project, app_model
     assert {"Reading the pairs", "Loading the model", "Encoding queries", "Encoding documents"} <= set(shown)
 
     model, tokenizer, _, _ = load_for_task(str(app_models["base"]), "sentence-similarity")
+    # The dialog encodes on a worker thread, one stream; on the main thread `encode` splits each batch over two
+    # (engine/inference/encode.py: run_in_lanes), which moves scores by float rounding (~1e-7). Like for like:
+    monkeypatch.setenv("RACLATE_INFERENCE_LANES", "1")
     theirs = mine_hard_negatives(model, tokenizer, read_pairs(pairs, {"text": "question", "text_pair": "answer"}),
                                  output_format="triplet", with_scores=True, **SETTINGS)
     assert mined.rows == theirs.rows and len(mined.rows) > 40

@@ -312,6 +312,21 @@ def test_late_interaction_search_scores_are_maxsim(models):
         maxsim_map(dense, dense_tok, "a", "b")
 
 
+def test_late_interaction_encode_in_lanes_equals_one_lane(models, monkeypatch):
+    """ColBERT token vectors: each batch's rows split over two streams on the CPU give the one-lane numbers
+    (to float rounding), and each text's matrix equals the text encoded alone."""
+    model, tok = load_model(str(models["colbert"]))
+    texts = ["A light-year is a distance.", "It is a time.", "Stars", "What is a parsec, and how far is it?",
+             "Ten.", "The Sun is a star of the main sequence.", "Light"]
+    runs = {}
+    for lanes in ("1", "2"):
+        monkeypatch.setenv("RACLATE_INFERENCE_LANES", lanes)
+        runs[lanes] = encode(model, tok, texts, batch_size=3, is_query=False)   # 3, 3 and 1 rows
+    for one, two, text in zip(runs["1"], runs["2"], texts):
+        np.testing.assert_allclose(one, two, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(one, encode(model, tok, [text], is_query=False)[0], atol=2e-5)
+
+
 def test_tag_text_gives_character_spans(models):
     from engine.inference import tag_text
     model, tok = load_model(str(models["ner"]), "token-classification")

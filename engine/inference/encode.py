@@ -2,10 +2,15 @@
 PyLate's ``encode``)."""
 from __future__ import annotations
 
+import os
+import threading
+from contextlib import nullcontext
+
 import numpy as np
 
 import mlx.core as mx
 
+from engine import backend
 from engine.data.collators import pad, padding_of
 from engine.data.inputs import pick_prompt, tokenize_texts
 from engine.errors import UsageError
@@ -46,8 +51,8 @@ def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | 
 
     Speed: every text is tokenized first, batches hold texts of similar token counts (longest first),
     each padded to its own longest; with more than one batch the forward pass is compiled (fused
-    elementwise kernels; one trace per batch shape) and the next batch is prepared while the last one
-    computes."""
+    elementwise kernels; one trace per batch shape), on the CPU each batch's rows are split over two
+    streams that compute at once (`run_in_lanes`), and the next batch is prepared while one computes."""
     single = isinstance(texts, str)
     texts = [texts] if single else list(texts)
     progress = progress or (lambda done, total: None)
@@ -66,27 +71,20 @@ def encode(model, tokenizer, texts, batch_size: int = 32, *, prompt_name: str | 
     ids = tokenize_texts(tokenizer, texts, prompt=prompt, strip=True, max_length=max_length,
                          use_chat_template=template)["input_ids"] if texts else []
     pad_id, side = padding_of(tokenizer)
-    forward = _forward(model, bool(normalize and not late), truncate_dim, compiled=len(texts) > batch_size)
     order = np.argsort([-len(x) for x in ids], kind="stable")  # similar lengths share a batch
     results: list = [None] * len(texts)
 
-    def collect(idx, mask, out):
-        out = np.array(out)
+    def batches():
+        for start in range(0, len(texts), batch_size):
+            progress(start, len(texts))
+            idx = order[start:start + batch_size]
+            input_ids, mask = pad([ids[i] for i in idx], pad_id, multiple=0, side=side)
+            yield (idx, mask), (input_ids, mask)
+
+    make = lambda: _forward(model, bool(normalize and not late), truncate_dim, compiled=len(texts) > batch_size)
+    for (idx, mask), out in run_in_lanes(make, batches()):
         for row, i in enumerate(idx):
             results[i] = out[row][mask[row] > 0] if late else out[row]
-
-    pending = None
-    for start in range(0, len(texts), batch_size):
-        progress(start, len(texts))
-        idx = order[start:start + batch_size]
-        input_ids, mask = pad([ids[i] for i in idx], pad_id, multiple=0, side=side)
-        out = forward(mx.array(input_ids), mx.array(mask))
-        mx.async_eval(out)   # computes while the next batch is padded and this one's predecessor is read
-        if pending:
-            collect(*pending)
-        pending = (idx, mask, out)
-    if pending:
-        collect(*pending)
     progress(len(texts), len(texts))
     if late:
         return results[0] if single else results
@@ -114,13 +112,60 @@ def _encode_late(model, tokenizer, texts: list[str], batch_size: int, is_query: 
     ids = pylate.token_ids(tokenizer, config)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     results: list = [None] * len(texts)
-    for start in range(0, len(texts), batch_size):
-        progress(start, len(texts))
-        idx = order[start:start + batch_size]
-        input_ids, attention, score = pylate.tokenize(tokenizer, [texts[i] for i in idx], config,
-                                                      is_query=is_query, ids=ids)
-        out = np.array(model(mx.array(input_ids), mx.array(attention)).astype(mx.float32))  # (B, T, D)
+
+    def batches():
+        for start in range(0, len(texts), batch_size):
+            progress(start, len(texts))
+            idx = order[start:start + batch_size]
+            input_ids, attention, score = pylate.tokenize(tokenizer, [texts[i] for i in idx], config,
+                                                          is_query=is_query, ids=ids)
+            yield (idx, score), (input_ids, attention)
+
+    make = lambda: _forward(model, False, None, compiled=len(texts) > batch_size)
+    for (idx, score), out in run_in_lanes(make, batches()):   # out: (B, T, D)
         for row, i in enumerate(idx):
             results[i] = out[row][score[row] > 0]
     progress(len(texts), len(texts))
     return results
+
+
+_lane_streams: list = []   # made once by the main thread, reused by every call (MLX never frees a stream)
+
+
+def run_in_lanes(make_forward, batches):
+    """Yield ``(meta, output as numpy)`` for each ``(meta, input arrays)`` of ``batches``, in order.
+
+    On the CPU, called from the main thread, each batch's rows are split over
+    `engine.backend.inference_lanes` streams that compute at once, each with its own forward function
+    (``make_forward()`` is called once per lane) and a share of OpenBLAS's threads; the parts are evaluated
+    with one ``async_eval`` (streams evaluated by separate calls ran one after the other) and put back
+    together, and the next batch is prepared while one computes. Rows are independent, so each row's
+    numbers are those of a one-lane run; the memory held is one batch's, as with one lane. Elsewhere one
+    lane: on the GPU, and on other threads (the app's workers), whose streams MLX ties to a thread that
+    may end."""
+    main = threading.current_thread() is threading.main_thread()
+    lanes = backend.inference_lanes() if main and mx.default_device() == mx.cpu else 1
+    while lanes > 1 and len(_lane_streams) < lanes:
+        _lane_streams.append(mx.new_stream(mx.cpu))
+    streams = _lane_streams[:lanes] if lanes > 1 else [mx.default_stream(mx.default_device())]
+    forwards = [make_forward() for _ in streams]
+    with backend.blas_threads((os.cpu_count() or 1) // lanes) if lanes > 1 else nullcontext():
+        pending = None   # (meta, the parts of its output) computing now
+        for meta, arrays in batches:
+            rows = len(arrays[0])
+            cuts = [rows * i // lanes for i in range(lanes + 1)]
+            parts = []
+            for stream, forward, start, stop in zip(streams, forwards, cuts, cuts[1:]):
+                if stop > start:
+                    with mx.stream(stream):
+                        parts.append(forward(*(mx.array(a[start:stop]) for a in arrays)))
+            mx.async_eval(*parts)
+            if pending is not None:
+                yield pending[0], _joined(pending[1])
+            pending = (meta, parts)
+        if pending is not None:
+            yield pending[0], _joined(pending[1])
+
+
+def _joined(parts: list) -> np.ndarray:
+    return np.array(parts[0]) if len(parts) == 1 else np.concatenate([np.array(p) for p in parts])
