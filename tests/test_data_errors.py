@@ -70,6 +70,26 @@ def test_csv_with_ragged_rows(tmp_path, load):
         preview(path)
 
 
+def test_semicolon_csv_from_a_spreadsheet_reads_its_columns(tmp_path, load):
+    """Spreadsheets where the decimal mark is a comma save CSV with ';'. A header without a comma but with
+    semicolons picks ';' (quoted fields may hold either); a header with a comma keeps ','."""
+    from engine.data.reading import csv_separator
+    path = tmp_path / "reviews.csv"
+    path.write_text('review;rating\n"good; really";pos\nbad, sadly;neg\nfine;pos\nawful;neg\n', encoding="utf-8-sig")
+    assert csv_separator(path) == ";"
+    data = load(path, columns={"text": "review", "label": "rating"})
+    assert data.train["text"] == ["good; really", "bad, sadly", "fine", "awful"]
+    assert data.label_info.names == ["neg", "pos"] and data.columns == {"text": "review", "label": "rating"}
+    shown = preview(path)
+    assert shown.columns == ["review", "rating"] and shown.rows[1] == {"review": "bad, sadly", "rating": "neg"}
+    (tmp_path / "ragged.csv").write_text("text;label\nfine;1\nnot; fine;1\n")
+    with pytest.raises(DataError, match=r"ragged\.csv, line 3: Expected 2 fields like the header, found 3"):
+        load(tmp_path / "ragged.csv")
+    (tmp_path / "commas.csv").write_text("text,label\na; b,1\n")
+    (tmp_path / "one.csv").write_text("text\nhello; there\n")
+    assert csv_separator(tmp_path / "commas.csv") == "," and csv_separator(tmp_path / "one.csv") == ","
+
+
 def test_corrupt_parquet(tmp_path, load):
     path = tmp_path / "c.parquet"
     pq.write_table(pa.table({"text": ["a"] * 50, "label": [1] * 50}), path)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine.errors import DataError
-from engine.data.reading import FORMATS, check_encoding, check_file, check_header, is_hub_id, json_kind, text_codec
+from engine.data.reading import (FORMATS, check_encoding, check_file, check_header, csv_separator, is_hub_id,
+                                 json_kind, text_codec)
 
 BLOCK = 1 << 20    # bytes read from the head of a CSV/JSONL file
 
@@ -53,11 +54,10 @@ def preview(path_or_id: str, n: int = 200, *, subset: str | None = None, split: 
     if is_hub_id(data):
         return _preview_hub(data, n, subset, split, offset)
     builder = check_file(path)
-    ext = path.suffix.lower()
     if builder == "parquet":
         result = _preview_parquet(path, n, offset)
     elif builder == "csv":
-        result = _preview_csv(path, n, "\t" if ext == ".tsv" else ",", offset, encoding)
+        result = _preview_csv(path, n, csv_separator(path, encoding), offset, encoding)
     elif json_kind(path, encoding) == "jsonl":
         result = _preview_jsonl(path, n, offset, encoding)
     else:
@@ -149,7 +149,7 @@ def _preview_csv(path: Path, n: int, sep: str, offset: int = 0, encoding: str | 
     if not estimated:
         total = table.num_rows
     rows = window.to_pylist() if offset else table.slice(0, n).to_pylist()
-    return Preview(columns, dtypes, rows, total, estimated, str(path), "csv" if sep == "," else "tsv")
+    return Preview(columns, dtypes, rows, total, estimated, str(path), "tsv" if sep == "\t" else "csv")
 
 
 def _csv_window(path: Path, sep: str, n: int, offset: int, schema: pa.Schema, encoding: str | None) -> pa.Table:

@@ -10,6 +10,7 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import itertools
 import json
 import os
 import re
@@ -185,6 +186,24 @@ def _guess_encoding(sample: bytes) -> str:
     return (western or found)[0].encoding.replace("_", "-")
 
 
+def csv_separator(path: str | Path, encoding: str | None = None) -> str:
+    """The field separator of a CSV/TSV file: a tab for .tsv; for .csv a comma, unless the header line has no
+    comma but semicolons (what spreadsheets save where the decimal mark is a comma), tabs or pipes: then the
+    most frequent of those."""
+    if str(path).lower().endswith(".tsv"):
+        return "\t"
+    try:
+        with open(path, newline="", encoding=text_codec(encoding), errors="replace") as fh:
+            header = next((line for line in itertools.islice(fh, 1000) if line.strip()), "")
+    except OSError:
+        return ","   # the reader that follows says what is wrong with the file
+    if "," in header:
+        return ","
+    counts = {sep: header.count(sep) for sep in (";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
 def check_header(path: str | Path, sep: str, encoding: str | None = None) -> None:
     """Refuse a CSV header that names a column twice (readers would rename or drop one silently)."""
     with open(path, newline="", encoding=text_codec(encoding)) as fh:
@@ -224,13 +243,14 @@ def read_file(path: str | Path, cache_dir: str | None = None, encoding: str | No
     import datasets
     builder = check_file(path)
     path = str(path)
-    kwargs: dict = {"sep": "\t"} if path.lower().endswith(".tsv") else {}
+    kwargs: dict = {}
     if builder != "parquet":
         check_encoding(path, encoding)   # else JSON lets bad bytes through to the tokenizer
         if encoding:
             kwargs["encoding"] = encoding
     if builder == "csv":
-        check_header(path, kwargs.get("sep", ","), encoding)
+        kwargs["sep"] = csv_separator(path, encoding)
+        check_header(path, kwargs["sep"], encoding)
     layout = json_kind(path, encoding) if builder == "json" else builder
     kind = {"csv": "csv", "jsonl": "jsonl"}.get(layout, "rows")
     try:
@@ -286,7 +306,7 @@ def _diagnose(path: str, builder: str, exc: Exception, encoding: str | None = No
                 return DataError(f"Not valid JSON ({err}).", file=path, row=line, row_label="line", code="bad_json",
                                  fix="Fix the JSON there, or save the data as JSON lines (.jsonl), one object per line.")
     if builder == "csv":
-        sep = "\t" if path.lower().endswith(".tsv") else ","
+        sep = csv_separator(path, encoding)
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(_root_cause(exc)))
         if found:
             want, line, got = map(int, found.groups())
