@@ -72,6 +72,19 @@ def test_eval_classification_maps_labels_by_name(models, capsys):
     assert set(metrics["per_class"]) == set(LABELS) and sum(map(sum, metrics["confusion_matrix"])) == 30
 
 
+def test_eval_reads_a_latin1_file_with_encoding(models, capsys, tmp_path):
+    """As `raclate train`, `raclate eval` takes --encoding; without it a Latin-1 file is refused (exit 2)
+    with the line and a fix that names the option."""
+    data = tmp_path / "avis.csv"
+    rows = [("Très bon café, servi chaud", "positive"), ("Déçu : froid et amer", "negative")] * 3
+    data.write_bytes(("text,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows)).encode("latin-1"))
+    assert main(["eval", "--model", str(models["clf"]), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "avis.csv" in err and "--encoding" in err
+    result = run_json(capsys, "eval", "--model", str(models["clf"]), "--data", str(data), "--encoding", "latin-1")
+    assert result["rows"] == 6 and sum(map(sum, result["metrics"]["confusion_matrix"])) == 6
+
+
 def test_eval_regression(models, capsys, tmp_path):
     data = tmp_path / "scores.jsonl"
     data.write_text("".join(json.dumps({"text": f"review number {i} was {'good' if i % 2 else 'bad'}",

@@ -4,6 +4,7 @@ every row of D (or of --split), with the texts as training read them (prompts, c
 from __future__ import annotations
 
 from engine.commands import add_common, add_input_options, dumps, guarded, load, on_terminal
+from engine.data import DatasetArgs
 from engine.data.mapping import parse_column_items
 from engine.inference import evaluate_file
 
@@ -17,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default=None, help="The split to evaluate when the data has several (e.g. test).")
     p.add_argument("--subset", default=None, help="Hub dataset subset.")
     p.add_argument("--max-rows", type=int, default=None, help="Evaluate at most this many rows.")
+    p.add_argument("--encoding", default=None, help=DatasetArgs.__dataclass_fields__["encoding"].metadata["help"])
     add_input_options(p)
     p.set_defaults(run=guarded(run))
 
@@ -24,7 +26,8 @@ def add_parser(sub) -> None:
 def run(ns) -> int:
     model, tokenizer, task, _ = load(ns)
     result = evaluate_file(model, tokenizer, task, ns.data, columns=parse_column_items(ns.column), split=ns.split,
-                           subset=ns.subset, max_rows=ns.max_rows, batch_size=ns.batch_size, max_length=ns.max_length)
+                           subset=ns.subset, max_rows=ns.max_rows, batch_size=ns.batch_size, max_length=ns.max_length,
+                           encoding=ns.encoding)
     result = {"model": ns.model, "data": ns.data, **result}
     if on_terminal(ns):
         print(table(result))

@@ -38,10 +38,11 @@ LABELLED_TASKS = tuple(name for name, t in TASKS.items() if {"label", "labels"} 
 
 # -- data ----------------------------------------------------------------------------------------
 def load_eval_data(model, task: str, data: str | None = None, *, record: dict | None = None, columns=None,
-                   split=None, subset=None, max_rows=None, max_length=None):
+                   split=None, subset=None, max_rows=None, max_length=None, encoding: str | None = None):
     """(role-named Dataset, LabelInfo, task) to evaluate ``model`` on: every row of ``data`` (a file,
     folder or Hub id, its columns mapped by ``columns`` {role: column}), or, with no ``data``, the
-    validation split of the run ``record`` describes. ``max_rows`` keeps the first rows."""
+    validation split of the run ``record`` describes. ``max_rows`` keeps the first rows; ``encoding`` is the text
+    encoding of a CSV/TSV/JSON ``data`` file (default UTF-8)."""
     regression = is_regression(model) if task == "text-classification" else None
     multi_label = _multi_label(model) if task == "text-classification" else None
     if data is None:
@@ -60,7 +61,7 @@ def load_eval_data(model, task: str, data: str | None = None, *, record: dict | 
         return ds, loaded.label_info, loaded.task
     length = {"max_length": max(max_length, 2)} if max_length else {}
     loaded = load_dataset(DatasetArgs(data=data, task_type=task, columns=dict(columns or {}), split=split,
-                                      subset=subset, validation_split=0.0, max_rows=max_rows,
+                                      subset=subset, validation_split=0.0, max_rows=max_rows, encoding=encoding,
                                       is_regression=regression, is_multi_label=multi_label, **length))
     return loaded.train, loaded.label_info, loaded.task
 
@@ -259,10 +260,10 @@ def evaluate_retrieval(model, tokenizer, ds, *, progress=None, worst: int = 20, 
 
 
 def evaluate_file(model, tokenizer, task: str, data: str, *, columns=None, split=None, subset=None, max_rows=None,
-                  batch_size: int = 32, max_length: int | None = None) -> dict:
+                  batch_size: int = 32, max_length: int | None = None, encoding: str | None = None) -> dict:
     """Metrics of a loaded model on every row of a data file (what `raclate eval` prints): {task, rows, metrics}."""
     max_length = max_length or max_length_of(model, tokenizer)
     ds, info, data_task = load_eval_data(model, task, data, columns=columns, split=split, subset=subset,
-                                         max_rows=max_rows, max_length=max_length)
+                                         max_rows=max_rows, max_length=max_length, encoding=encoding)
     metrics = evaluate_dataset(model, tokenizer, data_task, ds, info, batch_size=batch_size, max_length=max_length)
     return {"task": data_task, "rows": len(ds), "metrics": metrics}
