@@ -1,7 +1,8 @@
-"""Every speed-up keeps the numbers: fast GELU = erf GELU, fast SiLU = nn.silu, the arithmetic softmax = mx.softmax, the BLAS global norm = float64, compiled step =
-eager step (skipped steps included), one trace per padded shape, padding leaves losses alone, the prefetch
-thread yields the plain generator's batches in order and checkpoints the trained position, and the
-tokenizer loads without torch (benchmarks/profile_step.py shows what each of these bought)."""
+"""Every speed-up keeps the numbers: fast GELU = erf GELU, fast SiLU = nn.silu, the arithmetic softmax =
+mx.softmax, the BLAS global norm = float64, compiled step = eager step (skipped steps included), one trace per
+padded shape, padding leaves losses alone, the prefetch thread yields the plain generator's batches in order
+and checkpoints the trained position, and the tokenizer loads without torch (benchmarks/profile_step.py shows
+what each of these bought)."""
 import subprocess
 import sys
 

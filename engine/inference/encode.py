@@ -140,9 +140,9 @@ def run_in_lanes(make_forward, batches):
     (``make_forward()`` is called once per lane) and a share of OpenBLAS's threads; the parts are evaluated
     with one ``async_eval`` (streams evaluated by separate calls ran one after the other) and put back
     together, and the next batch is prepared while one computes. Rows are independent, so each row's
-    numbers are those of a one-lane run; the memory held is one batch's, as with one lane. Elsewhere one
-    lane: on the GPU, and on other threads (the app's workers), whose streams MLX ties to a thread that
-    may end."""
+    numbers are a one-lane run's to float rounding (the products have fewer rows; ~1e-7); the memory held
+    is one batch's, as with one lane. Elsewhere one lane: on the GPU, and on other threads (the app's
+    workers), whose streams MLX ties to a thread that may end."""
     main = threading.current_thread() is threading.main_thread()
     lanes = backend.inference_lanes() if main and mx.default_device() == mx.cpu else 1
     while lanes > 1 and len(_lane_streams) < lanes:
